@@ -1,0 +1,1 @@
+"""Single-dataset recipes (the paper's standard setting) on the shared training engine."""

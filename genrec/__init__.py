@@ -1,0 +1,1 @@
+"""Shared core of idgenrec: dataset schema and readers, splits, prompts, models, trie, decoding, metrics, config."""

@@ -1,0 +1,43 @@
+"""The ``idgenrec`` console script: one subcommand per stage, each registered by the package that owns it."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (module, what it registers). Modules import heavy libraries (torch, ray) lazily inside their handlers.
+COMMANDS = [
+    "genrec.data_cli",
+    "tokenization.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idgenrec",
+        description="Generative recommendation with learned textual item IDs (IDGenRec).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for mod in COMMANDS:
+        importlib.import_module(mod).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .io import DataError
+
+    try:
+        return int(args.func(args) or 0)
+    except DataError as e:
+        print(f"idgenrec: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Process-group helpers: one code path for 1 CPU process, N local processes (gloo) and multi-node NCCL.
+
+Launchers (torchrun, the deepspeed launcher, srun + torchrun) set RANK / WORLD_SIZE / LOCAL_RANK; without them we run
+as a single process and never create a process group.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+
+def world_size() -> int:
+    return torch_dist.get_world_size() if torch_dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return torch_dist.get_rank() if torch_dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def device() -> torch.device:
+    """This rank's device: its local GPU when CUDA exists, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank() % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def init() -> None:
+    """Create the process group when launched with WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU). Idempotent."""
+    if torch_dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(device())
+    else:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def barrier() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (just ``[obj]`` on one process)."""
+    if not torch_dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not torch_dist.is_initialized():
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def any_true(flag: bool) -> bool:
+    """All-reduce a boolean with OR: used so every rank agrees to stop/checkpoint at the same step."""
+    if not torch_dist.is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device() if torch.cuda.is_available() else "cpu")
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

@@ -1,0 +1,1 @@
+"""The training engine (alternating recommender / generator stages on DeepSpeed) and Fusion pretraining."""

@@ -1,0 +1,1 @@
+"""The evaluation harness: IDs for (unseen) datasets, trie-constrained decoding, HR/NDCG tables, recommend CLI."""
