@@ -10,6 +10,9 @@ import sys
 COMMANDS = [
     "genrec.data_cli",
     "tokenization.cli",
+    "pretrain.cli",
+    "zeroshot.cli",
+    "finetune.cli",
 ]
 
 

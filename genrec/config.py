@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,21 @@ import yaml
 from .io import DataError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML where ``1e-4`` is a float (YAML 1.2), not the string PyYAML's 1.1 rules make of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 def resolve_config_path(name: str | Path) -> Path:
@@ -29,7 +45,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     if path is not None:
         p = resolve_config_path(path)
         try:
-            cfg = yaml.safe_load(p.read_text()) or {}
+            cfg = parse_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise DataError(p, getattr(getattr(e, "problem_mark", None), "line", -1) + 1 or None, f"invalid YAML: {e}") from None
         if not isinstance(cfg, dict):
@@ -60,4 +76,4 @@ def set_key(cfg: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ValueError(f"override {override!r}: {part!r} is not a section")
-    node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    node[leaf] = parse_yaml(raw) if raw.strip() else None

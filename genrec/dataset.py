@@ -93,13 +93,8 @@ class Dataset:
                         raise DataError(fields_path, lineno, f"malformed JSON line ({e})") from None
                     if key in items:
                         items[key].fields = rec
-        users = read_user_sequences(path / USER_FILE)
-        ds = cls(items=items, users=users, name=name or path.name)
-        for user, seq in users.items():
-            for key in seq:
-                if key not in items:
-                    raise DataError(path / USER_FILE, None, f"user {user!r}: item {key!r} has no text in {ITEM_FILE}")
-        return ds
+        users = read_user_sequences(path / USER_FILE, items)
+        return cls(items=items, users=users, name=name or path.name)
 
 
 def read_item_text(path: Path) -> dict[str, Item]:
@@ -120,7 +115,8 @@ def read_item_text(path: Path) -> dict[str, Item]:
     return items
 
 
-def read_user_sequences(path: Path) -> dict[str, list[str]]:
+def read_user_sequences(path: Path, items: dict[str, Item] | None = None) -> dict[str, list[str]]:
+    """``user item item ...`` per line; with ``items``, every item must have text (errors name the line)."""
     users: dict[str, list[str]] = {}
     with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
@@ -131,6 +127,10 @@ def read_user_sequences(path: Path) -> dict[str, list[str]]:
                 raise DataError(path, lineno, f"user {parts[0]!r} has no items")
             if parts[0] in users:
                 raise DataError(path, lineno, f"user {parts[0]!r} listed twice")
+            if items is not None:
+                for key in parts[1:]:
+                    if key not in items:
+                        raise DataError(path, lineno, f"user {parts[0]!r}: item {key!r} has no text in {ITEM_FILE}")
             users[parts[0]] = parts[1:]
     if not users:
         raise DataError(path, None, "empty file: no users")
