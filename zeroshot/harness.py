@@ -1,0 +1,201 @@
+"""Evaluation harness: checkpoint folder -> IDs for every item of a dataset -> trie -> ranked lists -> HR/NDCG.
+
+Used by ``idgenrec zeroshot`` (datasets the recommender never saw get IDs from the checkpoint's generator, the same
+Algorithm 1 as in training) and by ``idgenrec recommend``. Test users are sorted by prompt length and dealt out to
+ranks round-robin, so every rank decodes similar lengths; each rank returns ``(sample index, ranking)`` pairs and
+the gathered pairs cover every user exactly once (no sampler padding), which :func:`evaluate` checks.
+
+Settings live in the ``eval`` section of the config (defaults in :data:`EVAL_DEFAULTS`) and ``idgen`` (Algorithm 1).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from genrec import dist
+from genrec.dataset import Dataset
+from genrec.io import DataError, atomic_write
+from genrec.splits import leave_one_out
+from idgen.idtable import IdTable
+
+log = logging.getLogger(__name__)
+
+EVAL_DEFAULTS: dict[str, Any] = {
+    "ks": [5, 10],
+    "max_history": 20,
+    "template": 0,
+    "num_beams": 20,
+    "batch_size": 64,
+    "length_penalty": 1.0,
+    "early_stopping": False,
+    "exclude_history": False,
+    # auto: the checkpoint's idtable when it names every item of the dataset, else the generator names them all;
+    # generate: always the generator (zero-shot); idtable: always the table
+    "ids": "auto",
+}
+
+
+def eval_settings(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``EVAL_DEFAULTS`` overridden by ``cfg["eval"]``; unknown keys are an error."""
+    given = dict((cfg or {}).get("eval") or {})
+    unknown = set(given) - set(EVAL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown eval settings {sorted(unknown)} (known: {sorted(EVAL_DEFAULTS)})")
+    out = {**EVAL_DEFAULTS, **given}
+    if out["ids"] not in ("auto", "generate", "idtable"):
+        raise ValueError(f"eval.ids must be auto, generate or idtable, not {out['ids']!r}")
+    if max(out["ks"]) > out["num_beams"]:
+        raise ValueError(f"eval.num_beams={out['num_beams']} must be >= the largest cut-off {max(out['ks'])}")
+    return out
+
+
+@dataclass
+class Checkpoint:
+    """The pieces of an export folder (docs/architecture.md); ``generator`` / ``idtable`` may be absent."""
+
+    path: Path
+    recommender: Any
+    tokenizer: Any
+    generator: Any = None
+    idtable: IdTable | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _require(path: Path, what: str, marker: str) -> Path:
+    if not (path / marker).exists():
+        raise DataError(path, None, f"checkpoint has no {what} (expected a save_pretrained folder with {marker})")
+    return path
+
+
+def load_checkpoint(path: str | Path, require_generator: bool = True) -> Checkpoint:
+    """Load ``recommender/``, ``tokenizer/``, ``generator/`` (unless not required), ``idtable.tsv`` and ``config.yaml``."""
+    from genrec.modeling import load_t5
+    from tokenization.spm import load_tokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(path, None, "checkpoint folder not found")
+    tokenizer = load_tokenizer(_require(path / "tokenizer", "tokenizer", "tokenizer_config.json"))
+    recommender = load_t5(_require(path / "recommender", "recommender", "config.json"))
+    generator = None
+    if (path / "generator").exists() or require_generator:
+        generator = load_t5(_require(path / "generator", "generator", "config.json"))
+    idtable = IdTable.load(path / "idtable.tsv") if (path / "idtable.tsv").exists() else None
+    config: dict[str, Any] = {}
+    if (path / "config.yaml").exists():
+        try:
+            config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        except yaml.YAMLError as e:
+            raise DataError(path / "config.yaml", None, f"invalid YAML: {e}") from None
+    for model in (recommender, generator):
+        if model is not None and model.config.vocab_size < len(tokenizer):
+            raise DataError(path, None, f"model vocabulary ({model.config.vocab_size}) is smaller than the tokenizer's ({len(tokenizer)})")
+    return Checkpoint(path, recommender, tokenizer, generator, idtable, config)
+
+
+def generate_item_ids(ckpt: Checkpoint, items: Mapping[str, str], cfg: Mapping[str, Any] | None = None) -> IdTable:
+    """IDs for ``items`` (key -> plain text) from the checkpoint's generator (Algorithm 1, ``idgen`` settings).
+
+    Rank 0 generates and broadcasts, so every rank holds the same table.
+    """
+    import idgen
+
+    if ckpt.generator is None:
+        raise DataError(ckpt.path, None, "checkpoint has no generator: cannot name items it was not trained on")
+    settings = dict((cfg if cfg is not None else ckpt.config).get("idgen") or {})
+    workers, ray_address = int(settings.pop("workers", 0) or 0), settings.pop("ray_address", None)
+    table = (idgen.generate(ckpt.generator, ckpt.tokenizer, dict(items), settings, workers=workers, ray_address=ray_address)
+             if dist.is_main() else None)
+    return dist.broadcast_object(table)
+
+
+def dataset_ids(ckpt: Checkpoint, dataset: Dataset, cfg: Mapping[str, Any]) -> IdTable:
+    """The IdTable over every item of ``dataset`` according to ``eval.ids``."""
+    how = eval_settings(cfg)["ids"]
+    table = ckpt.idtable
+    covered = table is not None and all(k in table.ids for k in dataset.items)
+    if how == "idtable" or (how == "auto" and covered):
+        if table is None:
+            raise DataError(ckpt.path, None, "eval.ids=idtable but the checkpoint has no idtable.tsv")
+        missing = [k for k in dataset.items if k not in table.ids]
+        if missing:
+            raise DataError(ckpt.path / "idtable.tsv", None, f"{len(missing)} items of {dataset.name!r} have no ID, e.g. {missing[:5]}")
+        log.info("%s: %d item IDs from the checkpoint's ID table", dataset.name, len(dataset.items))
+        return IdTable({k: table.ids[k] for k in dataset.items}, table.version)
+    log.info("%s: naming %d items with the checkpoint's generator", dataset.name, len(dataset.items))
+    return generate_item_ids(ckpt, {k: it.text for k, it in dataset.items.items()}, cfg)
+
+
+def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, cfg: Mapping[str, Any] | None = None,
+             progress: bool = True) -> dict[str, float]:
+    """HR@k / NDCG@k of ``model`` on ``split`` of ``dataset``, ranking all items of ``idtable``; every rank returns them.
+
+    Users are sharded over ranks (``genrec.dist``); the result holds ``users``, the number of users counted.
+    """
+    from genrec.decoding import rank_prompts
+    from genrec.metrics import hr_ndcg
+    from genrec.prompts import PromptBuilder
+    from genrec.trie import PrefixTrie
+
+    settings = eval_settings(cfg)
+    samples = leave_one_out(dataset, split, settings["max_history"])  # type: ignore[arg-type]
+    if not samples:
+        raise DataError(dataset.name or "<dataset>", None, f"no user has a {split} sample (every sequence is too short)")
+    missing = sorted({k for s in samples for k in (*s.history, s.target)} - set(idtable.ids))
+    if missing:
+        raise DataError(dataset.name or "<dataset>", None, f"{len(missing)} items have no ID in the ID table, e.g. {missing[:5]}")
+    token_ids = idtable.token_ids(tokenizer)
+    trie = PrefixTrie(token_ids, tokenizer.eos_token_id, tokenizer.pad_token_id).to(dist.device())
+    builder = PromptBuilder(tokenizer)
+    prompts = [builder.build([token_ids[h] for h in s.history], settings["template"]).input_ids for s in samples]
+
+    mine = shard(sorted(range(len(samples)), key=lambda i: len(prompts[i])), dist.rank(), dist.world_size())
+    exclude = None
+    if settings["exclude_history"]:
+        index = {key: i for i, key in enumerate(trie.keys)}
+        exclude = [[index[h] for h in samples[i].history] for i in mine]
+    model.to(dist.device())
+    ranked = rank_prompts(
+        model, [prompts[i] for i in mine], trie, batch_size=settings["batch_size"], num_beams=settings["num_beams"],
+        k=max(settings["ks"]), length_penalty=settings["length_penalty"], early_stopping=settings["early_stopping"],
+        exclude=exclude, progress=progress and dist.is_main(),
+    )
+    gathered = [pair for part in dist.all_gather_object(list(zip(mine, ranked))) for pair in part]
+    by_index = dict(gathered)
+    if len(gathered) != len(samples) or len(by_index) != len(samples):
+        raise RuntimeError(f"gathered {len(gathered)} rankings ({len(by_index)} users) for {len(samples)} users")
+    rankings = [[key for key, _ in by_index[i]] for i in range(len(samples))]
+    return {"users": len(samples), **hr_ndcg(rankings, [s.target for s in samples], settings["ks"])}
+
+
+def shard(order: Sequence[int], rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s share of ``order``: every ``world``-th element, so shards differ in size by at most one."""
+    return list(order[rank::world])
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> str:
+    """A plain-text table, one row per (method, dataset)."""
+    head = ["method", "dataset", "users", *metrics]
+    body = [[str(r.get("method", "")), str(r.get("dataset", "")), str(r.get("users", "")),
+             *(f"{r[m]:.4f}" if isinstance(r.get(m), float) else str(r.get(m, "")) for m in metrics)] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(b) for b in body)])
+
+
+def metric_names(ks: Sequence[int]) -> list[str]:
+    return [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")]
+
+
+def write_results(path: str | Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> None:
+    """``{"rows": [...], **meta}`` as JSON, written atomically."""
+    with atomic_write(path) as f:
+        json.dump({**meta, "rows": list(rows)}, f, indent=2)
