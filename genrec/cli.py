@@ -13,6 +13,8 @@ COMMANDS = [
     "pretrain.cli",
     "zeroshot.cli",
     "finetune.cli",
+    "genrec.demo",
+    "idgen.cli",
 ]
 
 

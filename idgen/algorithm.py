@@ -1,0 +1,174 @@
+"""Algorithm 1 (paper 2.3): unique, non-empty textual IDs by diverse beam search with escalating diversity.
+
+Every item starts at try 0. Try ``t`` decodes ``groups`` candidates with diversity penalty
+``lambda = 1 + t % lambda_max`` inside the length window ``[max(1, w * window), (w + 1) * window)``, ``w = t //
+lambda_max``: lambda rises by one per failed try and, past ``lambda_max``, the window moves on and lambda resets.
+A candidate is accepted if it is non-empty after normalisation and not taken; an item whose candidates are all
+taken retries. Work proceeds in rounds: each round proposes candidates for every pending item (in batches, on
+any number of processes), then :class:`ClaimBook` resolves the claims in sorted item-key order. The table thus
+depends only on model, data and config, not on worker count or timing, nor on batch size as long as the model's
+kernels give each row the same numbers in any batch (true on CPU; checked by the tests). Unlike the paper's
+item-after-item loop, an item's retry comes after every other item's earlier tries: the same escalation, in an
+order that can be parallelised.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from genrec.dist import is_main
+
+from .config import IdGenConfig
+from .dbs import diverse_beam_search
+from .generator import Generator
+from .idtable import IdTable
+
+_WORD = re.compile(r"\w+")
+
+
+class IdGenError(RuntimeError):
+    """Some items found no unique ID within the configured number of tries."""
+
+
+def normalize(text: str, how: str = "words") -> str:
+    """The form an ID is stored and compared in."""
+    if how == "words":
+        return " ".join(_WORD.findall(text.lower()))
+    if how == "strip":
+        return " ".join(text.split())
+    raise ValueError(f"unknown normalisation {how!r} (words or strip)")
+
+
+class ClaimBook:
+    """The taken IDs and the state of every item; decides claims. Used in-process and by the Ray registry actor.
+
+    Claims are idempotent: claiming for an item that already has an ID returns that ID.
+    """
+
+    def __init__(self, keys: Iterable[str], cfg: IdGenConfig):
+        self.cfg = cfg
+        self.pending: dict[str, int] = {k: 0 for k in sorted(keys)}  # key -> try number
+        self.ids: dict[str, str] = {}
+        self.taken: dict[str, str] = {}  # ID -> key
+        self.accepted_try: dict[str, int] = {}
+        self.first_rejected: set[str] = set()
+        self.round = 0
+        self.proposals: dict[str, list[str]] = {}
+
+    def claim(self, key: str, candidates: list[str]) -> str | None:
+        """The first candidate that is non-empty and free becomes ``key``'s ID (its existing ID if it has one)."""
+        if key in self.ids:
+            return self.ids[key]
+        for i, cand in enumerate(candidates):
+            tid = normalize(cand, self.cfg.normalize)
+            if tid and tid not in self.taken:
+                self.ids[key], self.taken[tid] = tid, key
+                if i > 0 or self.pending.get(key, 0) > 0:
+                    self.first_rejected.add(key)
+                return tid
+        return None
+
+    def propose(self, round_: int, proposals: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Record candidates for pending items of round ``round_``; stale or repeated proposals change nothing.
+
+        Returns the proposals that were new.
+        """
+        if round_ != self.round:
+            return {}
+        fresh = {k: list(v) for k, v in proposals.items() if k in self.pending and k not in self.proposals}
+        self.proposals.update(fresh)
+        return fresh
+
+    def resolve(self, round_: int) -> dict[str, int]:
+        """Decide round ``round_``'s claims in sorted key order; returns the items still pending with their try."""
+        if round_ < self.round:
+            return dict(self.pending)
+        for key in [k for k in self.pending if k in self.ids]:  # claimed directly through ``claim``
+            self.accepted_try[key] = self.pending.pop(key)
+        missing = [k for k in self.pending if k not in self.proposals]
+        if missing:
+            raise RuntimeError(f"round {round_}: no candidates proposed for {len(missing)} items, e.g. {missing[:5]}")
+        for key in sorted(self.pending):
+            if self.claim(key, self.proposals[key]) is not None:
+                self.accepted_try[key] = self.pending.pop(key)
+            else:
+                self.pending[key] += 1
+        self.round += 1
+        self.proposals = {}
+        stuck = sorted(k for k, t in self.pending.items() if t >= self.cfg.max_tries)
+        if stuck:
+            raise IdGenError(f"{len(stuck)} items found no unique ID in {self.cfg.max_tries} tries "
+                             f"({self.cfg.max_windows} length windows): {stuck[:20]}")
+        return dict(self.pending)
+
+    def report(self) -> dict[str, Any]:
+        """Collisions resolved and the share of items (%) accepted at each lambda of each length window."""
+        n = max(1, len(self.ids))
+        by_window: dict[str, dict[str, float]] = {}
+        for t in sorted(self.accepted_try.values()):
+            lam = str(self.cfg.schedule(t)[0])
+            cell = by_window.setdefault(self.cfg.window_name(t), {})
+            cell[lam] = cell.get(lam, 0.0) + 100.0 / n
+        return {
+            "items": len(self.ids),
+            "rounds": self.round,
+            "collisions_resolved": len(self.first_rejected),
+            "second_try_pct": 100.0 * sum(t > 0 for t in self.accepted_try.values()) / n,
+            "longer_window_pct": 100.0 * sum(t >= self.cfg.lambda_max for t in self.accepted_try.values()) / n,
+            "accepted_pct_by_window_lambda": {w: {k: round(v, 4) for k, v in d.items()} for w, d in by_window.items()},
+        }
+
+    def table(self, previous: IdTable | None = None) -> IdTable:
+        report = self.report()
+        table = IdTable(dict(sorted(self.ids.items())), self.cfg.version, report)
+        if previous is not None:
+            report["churn"] = table.churn(previous)
+        table.check()
+        return table
+
+
+def propose(gen: Generator, items: dict[str, str], keys: list[str], tries: list[int], cfg: IdGenConfig) -> dict[str, list[str]]:
+    """Candidates (``groups`` decoded strings, group order) of one batch of items at their tries.
+
+    Items not yet seen by ``gen`` are encoded first; retries reuse their cached encoder states.
+    """
+    gen.encode({k: items[k] for k in keys}, cfg.batch_size)
+    sched = [cfg.schedule(t) for t in tries]
+    seqs = diverse_beam_search(
+        gen.model,
+        gen.batch(keys),
+        torch.tensor([s[0] for s in sched], dtype=torch.float32),
+        torch.tensor([s[1] for s in sched]),
+        torch.tensor([s[2] for s in sched]),
+        cfg.groups,
+    )
+    flat = gen.tokenizer.batch_decode([s for item in seqs for s in item], skip_special_tokens=True)
+    return {k: flat[i * cfg.groups:(i + 1) * cfg.groups] for i, k in enumerate(keys)}
+
+
+def chunks(keys: list[str], size: int) -> list[list[str]]:
+    return [keys[i:i + size] for i in range(0, len(keys), size)]
+
+
+def generate_ids(model, tokenizer, items: dict[str, str], cfg: IdGenConfig, previous: IdTable | None = None,
+                 progress: bool = True) -> IdTable:
+    """Algorithm 1 in one process: the IdTable of ``items`` (key -> plain text)."""
+    was_training = model.training
+    gen = Generator(model, tokenizer, cfg.max_text_tokens)
+    book = ClaimBook(items, cfg)
+    bar = tqdm(total=0, desc="ID generation", unit="proposal", disable=not (progress and is_main()))
+    while book.pending:
+        pending = sorted(book.pending)
+        bar.total += len(pending)
+        for batch in chunks(pending, cfg.batch_size):
+            book.propose(book.round, propose(gen, items, batch, [book.pending[k] for k in batch], cfg))
+            bar.update(len(batch))
+        book.resolve(book.round)
+        gen.forget([k for k in pending if k not in book.pending])
+        bar.set_postfix(round=book.round, pending=len(book.pending))
+    bar.close()
+    model.train(was_training)
+    return book.table(previous)

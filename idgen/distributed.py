@@ -1,0 +1,176 @@
+"""Algorithm 1 sharded over Ray: N proposer actors (one generator replica each) and one registry actor.
+
+Items are sharded by batch: the sorted keys are cut into batches of ``batch_size`` and batch ``i`` belongs to
+worker ``i % N`` for the whole run, so every retry of an item runs where its encoder states are cached. In each
+round the driver sends every worker its pending items, batch by batch; workers decode candidates and send them
+straight to the registry. The registry (a :class:`~idgen.algorithm.ClaimBook`) owns the taken IDs and, once the
+round is complete, resolves it in sorted key order, so the table equals the one-process table. Every state change
+is appended to a log (JSON lines, fsynced) before it is acknowledged and replayed when Ray restarts the actor
+(``max_restarts``); calls are retried (``max_task_retries``) and idempotent, so a killed registry or worker loses
+and duplicates nothing.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ray
+from tqdm.auto import tqdm
+
+from .algorithm import ClaimBook, chunks, propose
+from .config import IdGenConfig
+from .generator import Generator
+from .idtable import IdTable
+
+LOG_FILE = "registry.jsonl"
+
+
+@ray.remote(num_cpus=0)
+class Registry:
+    """The set of taken IDs and every item's state; decides claims. State is rebuilt from its log on restart."""
+
+    def __init__(self, keys: list[str], cfg: dict[str, Any], log_path: str):
+        self.book = ClaimBook(keys, IdGenConfig.from_dict(cfg))
+        self.log_path = Path(log_path)
+        if self.log_path.exists():
+            with open(self.log_path, encoding="utf-8") as f:
+                for line in f:
+                    if line.endswith("\n"):  # a torn last line was never acknowledged
+                        self._apply(json.loads(line))
+        self.log = open(self.log_path, "a", encoding="utf-8")
+
+    def _apply(self, rec: dict[str, Any]) -> Any:
+        if rec["op"] == "propose":
+            return self.book.propose(rec["round"], rec["proposals"])
+        if rec["op"] == "resolve":
+            return self.book.resolve(rec["round"])
+        if rec["op"] == "claim":
+            return self.book.claim(rec["key"], rec["candidates"])
+        raise ValueError(f"{self.log_path}: unknown log record {rec!r}")
+
+    def _append(self, rec: dict[str, Any]) -> None:
+        self.log.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self.log.flush()
+        os.fsync(self.log.fileno())
+
+    def propose(self, round_: int, proposals: dict[str, list[str]]) -> int:
+        fresh = self.book.propose(round_, proposals)
+        if fresh:
+            self._append({"op": "propose", "round": round_, "proposals": fresh})
+        return len(fresh)
+
+    def resolve(self, round_: int) -> dict[str, int]:
+        if round_ < self.book.round:
+            return dict(self.book.pending)
+        pending = self.book.resolve(round_)
+        self._append({"op": "resolve", "round": round_})
+        return pending
+
+    def claim(self, key: str, candidates: list[str]) -> str | None:
+        """Idempotent: an item that has an ID gets it back, whatever the candidates."""
+        had = key in self.book.ids
+        tid = self.book.claim(key, candidates)
+        if tid is not None and not had:
+            self._append({"op": "claim", "key": key, "candidates": candidates})
+        return tid
+
+    def state(self) -> tuple[int, dict[str, int]]:
+        """(current round, pending items with their try)."""
+        return self.book.round, dict(self.book.pending)
+
+    def table(self, previous: IdTable | None = None) -> IdTable:
+        return self.book.table(previous)
+
+
+@ray.remote
+class Proposer:
+    """One generator replica: decodes candidates for its shard and sends them to the registry."""
+
+    def __init__(self, model, tokenizer, items: dict[str, str], cfg: dict[str, Any], registry):
+        self.cfg = IdGenConfig.from_dict(cfg)
+        self.items = items
+        self.gen = Generator(model, tokenizer, self.cfg.max_text_tokens)
+        self.registry = registry
+
+    def propose(self, round_: int, keys: list[str], tries: list[int]) -> int:
+        props = propose(self.gen, self.items, keys, tries, self.cfg)
+        return ray.get(self.registry.propose.remote(round_, props))
+
+    def forget(self, keys: list[str]) -> None:
+        """Drop the encoder states of items that got their ID."""
+        self.gen.forget(keys)
+
+
+def _init_ray(workers: int, ray_address: str | None) -> bool:
+    """Join ``ray_address`` or start a local Ray with one logical CPU per worker; True if we started it."""
+    if ray.is_initialized():
+        return False
+    if ray_address:
+        ray.init(address=ray_address)
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def generate_ids_ray(model, tokenizer, items: dict[str, str], cfg: IdGenConfig, workers: int = 2,
+                     ray_address: str | None = None, previous: IdTable | None = None, state_dir: str | None = None,
+                     progress: bool = True) -> IdTable:
+    """Algorithm 1 over ``workers`` Ray actors; the same IdTable as :func:`idgen.algorithm.generate_ids`.
+
+    ``state_dir`` keeps the registry log (a rerun with the same folder resumes); by default a temporary folder.
+    """
+    started = _init_ray(workers, ray_address)
+    own_dir = state_dir is None
+    state = Path(state_dir or tempfile.mkdtemp(prefix="idgen-registry-"))
+    state.mkdir(parents=True, exist_ok=True)
+    keys = sorted(items)
+    owner = {k: i % workers for i, batch in enumerate(chunks(keys, cfg.batch_size)) for k in batch}
+    gpus = ray.cluster_resources().get("GPU", 0)
+    num_gpus = min(1.0, gpus / workers) if gpus else 0
+    retry = {"max_restarts": -1, "max_task_retries": -1}
+    registry = Registry.options(name=f"idgen-registry-{uuid.uuid4().hex[:8]}", **retry).remote(
+        keys, cfg.to_dict(), str(state / LOG_FILE))
+    replica = copy.deepcopy(model).cpu().eval()
+    model_ref, tok_ref = ray.put(replica), ray.put(tokenizer)
+    actors = [
+        Proposer.options(num_cpus=1, num_gpus=num_gpus, **retry).remote(
+            model_ref, tok_ref, {k: items[k] for k in keys if owner[k] == w}, cfg.to_dict(), registry)
+        for w in range(workers)
+    ]
+    bar = tqdm(total=0, desc=f"ID generation ({workers} Ray workers)", unit="proposal", disable=not progress)
+    try:
+        round_, pending = ray.get(registry.state.remote())
+        while pending:
+            calls: dict[Any, int] = {}
+            for w, actor in enumerate(actors):
+                mine = [k for k in sorted(pending) if owner[k] == w]
+                for batch in chunks(mine, cfg.batch_size):
+                    calls[actor.propose.remote(round_, batch, [pending[k] for k in batch])] = len(batch)
+            bar.total += len(pending)
+            bar.refresh()
+            waiting = list(calls)
+            while waiting:
+                done, waiting = ray.wait(waiting, num_returns=1)
+                ray.get(done)
+                bar.update(calls[done[0]])
+            resolved = ray.get(registry.resolve.remote(round_))
+            for w, actor in enumerate(actors):
+                actor.forget.remote([k for k in pending if k not in resolved and owner[k] == w])
+            pending = resolved
+            round_ += 1
+            bar.set_postfix(round=round_, pending=len(pending))
+        return ray.get(registry.table.remote(previous))
+    finally:
+        bar.close()
+        for actor in [*actors, registry]:
+            ray.kill(actor)
+        if started:
+            ray.shutdown()
+        if own_dir:
+            shutil.rmtree(state, ignore_errors=True)
