@@ -1,0 +1,179 @@
+"""Training throughput of the one trainer on Beauty prompts: samples/s, tokens/s and achieved FLOP/s.
+
+Measures, in one run on this machine:
+
+* the matmul peak (fp32 ``torch.mm`` on all cores; the best of several sizes),
+* recommender-stage samples/s and tokens/s with a tiny T5 (``genrec.modeling.TINY``: d128, 2+2 layers) on
+  ``/work/shared/datasets/derived/Beauty`` with the reference IDs
+  (``/work/shared/datasets/idgenrec/Beauty/item_generative_indexing_phase_0.txt``), as 1 process and as 2 processes
+  with ZeRO-2 (``torchrun``, gloo on CPU),
+* the achieved FLOP/s of the recommender stage as a fraction of that peak (FLOPs per token counted by
+  ``torch.utils.flop_counter`` on real batches, forward + backward),
+* generator-stage (soft-ID) samples/s on 1 process.
+
+    python bench/train_throughput.py [--steps 40] [--out bench/out/train_throughput.json]
+
+Prints a table and writes JSON. Numbers depend on the machine and on other load; the JSON records both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "datasets" / "derived" / "Beauty"
+IDS = ROOT.parent / "shared" / "datasets" / "idgenrec" / "Beauty" / "item_generative_indexing_phase_0.txt"
+CACHE = ROOT / "bench" / "out" / "cache"
+
+
+def matmul_peak(seconds: float = 3.0) -> float:
+    """Best fp32 matmul FLOP/s over a few square sizes, all threads."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            torch.mm(a, b)
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+    return best
+
+
+def tokenizer_dir(vocab: int) -> Path:
+    out = CACHE / f"beauty-spm-{vocab}"
+    if not out.exists():
+        from genrec.dataset import Dataset
+        from genrec.prompts import template_words
+        from tokenization.spm import train_tokenizer
+
+        ds = Dataset.load(DATA)
+        train_tokenizer([it.text for it in ds.items.values()], out, vocab, extra_texts=template_words())
+    return out
+
+
+def flops_per_token(trainer, kind: str, batches: int = 3) -> float:
+    """FLOPs (forward + backward) per token of ``kind``'s training step, counted on real batches."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pretrain.batching import EpochBatches, collate
+
+    render = trainer._renderer()
+    batches_it = iter(EpochBatches(trainer.source, render, 0, 0, 1, 0, 512, trainer.train_cfg["max_tokens"], trainer.train_cfg["max_batch"]))
+    engine_model = trainer.engines[kind].module
+    model = type(engine_model)(engine_model.config)  # a plain copy: backward outside DeepSpeed's gradient hooks
+    model.load_state_dict(engine_model.state_dict())
+    total_flops = total_tokens = 0
+    for _ in range(batches):
+        t = collate(next(batches_it))
+        with FlopCounterMode(display=False) as counter:
+            model(**t).loss.backward()
+        model.zero_grad(set_to_none=True)
+        total_flops += counter.get_total_flops()
+        total_tokens += int(t["attention_mask"].sum()) + int((t["labels"] != -100).sum())
+    return total_flops / total_tokens
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Under torchrun: one measured epoch of ``args.stage``; rank 0 writes the numbers to ``args.result``."""
+    from genrec import dist
+    from genrec.dataset import Dataset
+    from idgen.idtable import IdTable
+    from pretrain.engine import Trainer
+    from pretrain.sources import LeaveOneOutSource
+    from tokenization.spm import load_tokenizer
+
+    ds = Dataset.load(DATA)
+    tok = load_tokenizer(tokenizer_dir(args.vocab))
+    cfg = {
+        "seed": 0,
+        "model": {"recommender": {}, "generator": {}},
+        "prompt": {"max_length": 512},
+        "train": {"max_tokens": args.max_tokens, "max_batch": args.max_batch, "chunk_size": 2048,
+                  "max_steps_per_epoch": args.steps, "checkpoint_every": 0, "log_every": 10**9},
+        "optim": {"recommender": {"lr": 1e-3}, "generator": {"lr": 1e-4}},
+        "deepspeed": {"config": "zero2"},
+        "softid": {"max_text_tokens": 128},
+    }
+    trainer = Trainer(cfg, LeaveOneOutSource(ds, 20, prefixes_per_user=1), Path(args.result).with_suffix(".run"), tokenizer=tok)
+    trainer.setup()
+    table = IdTable.load(IDS)
+    trainer.idtable = table
+    fpt = flops_per_token(trainer, "recommender") if args.stage == "recommender" and dist.is_main() else 0.0
+    trainer.train_epoch(args.stage, table, epoch=0)  # warm-up epoch (allocations, caches)
+    stats = trainer.train_epoch(args.stage, table, epoch=1)
+    if dist.is_main():
+        Path(args.result).write_text(json.dumps({**stats, "flops_per_token": fpt, "world": dist.world_size(),
+                                                 "threads": __import__("torch").get_num_threads()}))
+
+
+def launch(nproc: int, stage: str, args: argparse.Namespace, result: Path) -> dict:
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), __file__, "--worker",
+           "--stage", stage, "--result", str(result), "--steps", str(args.steps), "--vocab", str(args.vocab),
+           "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"worker failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(result.read_text())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=40, help="measured steps per run (after a warm-up epoch of the same length)")
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--max-tokens", type=int, default=8192)
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train_throughput.json")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--stage", default="recommender", help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    if not DATA.exists() or not IDS.exists():
+        raise SystemExit(f"needs {DATA} and {IDS}")
+    tokenizer_dir(args.vocab)
+    peak = matmul_peak()
+    tmp = CACHE / "runs"
+    tmp.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, nproc, stage in (("recommender, 1 process", 1, "recommender"), ("recommender, 2 processes ZeRO-2", 2, "recommender"),
+                               ("generator (soft IDs), 1 process", 1, "generator")):
+        r = launch(nproc, stage, args, tmp / f"{stage}-{nproc}.json")
+        fpt = r["flops_per_token"]
+        achieved = fpt * r["tokens_per_s"] if fpt else None
+        rows.append({"run": name, "processes": nproc, "stage": stage, "samples_per_s": r["samples_per_s"],
+                     "tokens_per_s": r["tokens_per_s"], "flops_per_token": fpt or None, "achieved_flops": achieved,
+                     "fraction_of_peak": achieved / peak if achieved else None, "steps": r["steps"], "seconds": r["seconds"]})
+    if rows[1]["flops_per_token"] is None:
+        rows[1]["flops_per_token"] = rows[0]["flops_per_token"]
+        rows[1]["achieved_flops"] = rows[0]["flops_per_token"] * rows[1]["tokens_per_s"]
+        rows[1]["fraction_of_peak"] = rows[1]["achieved_flops"] / peak
+    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores)")
+    print(f"{'run':36} {'samples/s':>10} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8}")
+    for r in rows:
+        gf = f"{r['achieved_flops'] / 1e9:9.2f}" if r["achieved_flops"] else f"{'-':>9}"
+        frac = f"{r['fraction_of_peak']:8.1%}" if r["fraction_of_peak"] else f"{'-':>8}"
+        print(f"{r['run']:36} {r['samples_per_s']:10.1f} {r['tokens_per_s']:10.0f} {gf} {frac}")
+    from genrec.io import atomic_write
+
+    with atomic_write(args.out) as f:
+        json.dump({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": platform.processor() or platform.machine(),
+                   "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                   "matmul_peak_flops": peak, "model": "genrec.modeling.TINY (d128, 2+2 layers)", "rows": rows}, f, indent=2)
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""``idgenrec finetune``: standard single-dataset training (the paper's Exp. 1) on the one trainer.
+
+    idgenrec finetune --config configs/standard.yaml --data DIR --out RUN [--resume] [key=value ...]
+
+From scratch (a tokenizer is trained on the dataset's item text + template words into ``RUN/tokenizer``, tiny or
+paper-sized T5s per ``model``) or from a pretrained checkpoint: ``init=CKPT`` (an export folder) takes the
+recommender, generator and tokenizer from it. Launch with ``torchrun``/``deepspeed`` for several processes.
+``--resume`` continues from ``RUN/checkpoints/latest`` when it exists and starts fresh otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("finetune", help="train recommender + ID generator on one dataset (alternating stages)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.rounds=1")
+    p.add_argument("--config", default="standard", help="recipe name in configs/ or a YAML path (default: standard)")
+    p.add_argument("--data", type=Path, required=True, help="a prepared dataset folder (idgenrec data prepare/synth)")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/latest when present")
+    p.set_defaults(func=run)
+
+
+def apply_init(cfg: dict[str, Any]) -> None:
+    """``init: CKPT`` -> both models and the tokenizer from that export folder."""
+    init = cfg.get("init")
+    if not init:
+        return
+    from genrec.io import DataError
+
+    root = Path(init)
+    for part, marker in (("recommender", "config.json"), ("generator", "config.json"), ("tokenizer", "tokenizer_config.json")):
+        if not (root / part / marker).exists():
+            raise DataError(root / part, None, f"init checkpoint has no {part} (expected {marker}; see docs/architecture.md)")
+    models = cfg.setdefault("model", {})
+    models["recommender"] = {"init": str(root / "recommender")}
+    models["generator"] = {"init": str(root / "generator")}
+    cfg.setdefault("tokenizer", {})["path"] = str(root / "tokenizer")
+
+
+def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
+    """The configured tokenizer, or one trained on ``dataset`` into ``RUN/tokenizer`` (rank 0; reused on resume)."""
+    from genrec import dist
+    from genrec.prompts import load_templates, template_words
+    from tokenization.spm import load_tokenizer, train_tokenizer
+
+    tok_cfg = cfg.setdefault("tokenizer", {})
+    if tok_cfg.get("path"):
+        return load_tokenizer(tok_cfg["path"])
+    folder = out / "tokenizer"
+    if dist.is_main() and not folder.exists():
+        templates = (cfg.get("prompt") or {}).get("templates")
+        load_templates(templates)
+        train_tokenizer([it.text for it in dataset.items.values()], folder, int(tok_cfg.get("vocab_size", 8000)),
+                        extra_texts=template_words(templates))
+    dist.barrier()
+    tok_cfg["path"] = str(folder)
+    return load_tokenizer(folder)
+
+
+def run(args: argparse.Namespace) -> int:
+    from genrec.config import load_config
+    from genrec.dataset import Dataset
+    from pretrain.engine import Trainer, init_process_group
+    from pretrain.sources import LeaveOneOutSource
+
+    cfg = load_config(args.config, args.overrides)
+    apply_init(cfg)
+    dataset = Dataset.load(args.data)
+    cfg["data_dir"] = str(args.data)
+    init_process_group()
+    tokenizer = tokenizer_for(cfg, dataset, args.out)
+    data = cfg.get("data") or {}
+    source = LeaveOneOutSource(dataset, int(data.get("max_history", 20)), data.get("prefixes_per_user"))
+    summary = Trainer(cfg, source, args.out, tokenizer=tokenizer, eval_dataset=dataset, resume=args.resume).fit()
+    if summary.get("preempted"):
+        print(f"stopped by a signal after a checkpoint; continue with --resume (run folder {args.out})")
+    else:
+        print(f"finetune done in {summary['wall_seconds']:.0f}s; best {summary.get('best')}; test {summary.get('test')}")
+    return 0

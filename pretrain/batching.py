@@ -1,0 +1,155 @@
+"""Prompt rendering and token-budget batching with dynamic padding, resumable at batch granularity.
+
+Samples are read from a source in chunks; each chunk is rendered with the current IdTable (a random template per
+example, drawn from a generator seeded by seed/epoch/chunk), sorted by length and cut into batches whose padded size
+stays under a token budget, and the batches are shuffled. Padding therefore grows only with the longest prompt of
+similar-length neighbours, not of the whole batch. The position ``(chunk, source state at chunk start, batches done)``
+is enough to rebuild the same batches after a restart.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Iterator
+
+import torch
+
+from genrec.prompts import PromptBuilder
+from genrec.splits import Sample
+from idgen.softid import SpanIndex
+
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    spans: list[tuple[int, int]]
+    items: tuple[str, ...]  # the history items behind ``spans`` (those kept after truncation), oldest first
+    labels: list[int]  # target ID tokens + EOS
+
+
+class Renderer:
+    """Sample -> Example with one IdTable's token IDs (``IdTable.token_ids``) and optional user ID tokens."""
+
+    def __init__(self, builder: PromptBuilder, id_tokens: dict[str, list[int]], user_tokens: dict[str, list[int]] | None = None):
+        self.builder = builder
+        self.id_tokens = id_tokens
+        self.user_tokens = user_tokens
+        self.eos = builder.eos
+
+    @property
+    def n_templates(self) -> int:
+        return len(self.builder.templates)
+
+    def __call__(self, sample: Sample, template: int = 0) -> Example:
+        user = self.user_tokens.get(sample.user) if self.user_tokens else None
+        prompt = self.builder.build([self.id_tokens[k] for k in sample.history], template, user)
+        kept = sample.history[len(sample.history) - len(prompt.item_spans):]
+        return Example(prompt.input_ids, prompt.item_spans, kept, [*self.id_tokens[sample.target], self.eos])
+
+
+def token_budget_batches(examples: list[Example], max_tokens: int, max_batch: int, rng: random.Random) -> list[list[Example]]:
+    """Length-sorted batches with ``rows * (longest prompt + longest target) <= max_tokens``, in shuffled order."""
+    order = sorted(examples, key=lambda e: (len(e.input_ids), len(e.labels)))
+    batches: list[list[Example]] = []
+    cur: list[Example] = []
+    longest = 0
+    for ex in order:
+        size = len(ex.input_ids) + len(ex.labels)
+        if cur and (len(cur) >= max_batch or (len(cur) + 1) * max(longest, size) > max_tokens):
+            batches.append(cur)
+            cur, longest = [], 0
+        cur.append(ex)
+        longest = max(longest, size)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def collate(batch: list[Example], pad: int = 0) -> dict[str, torch.Tensor]:
+    """Recommender-stage tensors: ``input_ids``, ``attention_mask``, ``labels`` (pad = -100)."""
+    input_ids = _pad([e.input_ids for e in batch], pad)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != pad).long(), "labels": _pad([e.labels for e in batch], IGNORE)}
+
+
+def collate_generator(
+    batch: list[Example], id_tokens: dict[str, list[int]], text_tokens: dict[str, list[int]], pad: int = 0
+) -> dict[str, Any]:
+    """Recommender tensors plus what the soft-ID splice needs: the batch's distinct history items (their text and
+    current ID tokens) and a ``SpanIndex`` of every occurrence."""
+    out: dict[str, Any] = collate(batch, pad)
+    rows: dict[str, int] = {}
+    occ_b, occ_s, occ_l, occ_i = [], [], [], []
+    for b, ex in enumerate(batch):
+        for key, (s, e) in zip(ex.items, ex.spans):
+            occ_b.append(b)
+            occ_s.append(s)
+            occ_l.append(e - s)
+            occ_i.append(rows.setdefault(key, len(rows)))
+    keys = list(rows)
+    if not keys:
+        raise ValueError("generator-stage batch without history items (is prompt.max_length too small?)")
+    text_ids = _pad([text_tokens[k] for k in keys], pad)
+    id_ids = _pad([id_tokens[k] for k in keys], pad)
+    id_len = torch.tensor([len(id_tokens[k]) for k in keys])
+    out.update(
+        text_ids=text_ids,
+        text_mask=(text_ids != pad).long(),
+        id_ids=id_ids,
+        id_mask=torch.arange(id_ids.shape[1])[None, :] < id_len[:, None],
+        spans=SpanIndex(*(torch.tensor(v, dtype=torch.long) for v in (occ_b, occ_s, occ_l, occ_i))),
+    )
+    return out
+
+
+class EpochBatches:
+    """Iterates one epoch's batches of ``source`` for this rank; ``position`` says where it stands (for resume)."""
+
+    def __init__(
+        self,
+        source,
+        render: Renderer,
+        epoch: int,
+        rank: int,
+        world: int,
+        seed: int,
+        chunk_size: int,
+        max_tokens: int,
+        max_batch: int,
+        resume: dict | None = None,
+        train: bool = True,
+    ):
+        self.source, self.render, self.epoch = source, render, epoch
+        self.rank, self.world, self.seed = rank, world, seed
+        self.chunk_size, self.max_tokens, self.max_batch = chunk_size, max_tokens, max_batch
+        self.resume = resume
+        self.train = train
+        self.position: dict = dict(resume) if resume else {"chunk": 0, "source": None, "batches": 0}
+
+    def __iter__(self) -> Iterator[list[Example]]:
+        chunk, skip = 0, 0
+        if self.resume and self.resume.get("source") is not None:
+            self.source.restore(self.resume["source"])
+            chunk, skip = self.resume["chunk"], self.resume["batches"]
+        stream = self.source.epoch(self.epoch, self.rank, self.world, self.seed)
+        while True:
+            start_state = self.source.state()
+            samples = list(islice(stream, self.chunk_size))
+            if not samples:
+                return
+            rng = random.Random(f"{self.seed}/{self.epoch}/{chunk}/{self.rank}")
+            examples = [self.render(s, rng.randrange(self.render.n_templates) if self.train else 0) for s in samples]
+            for i, batch in enumerate(token_budget_batches(examples, self.max_tokens, self.max_batch, rng)):
+                if i < skip:
+                    continue
+                self.position = {"chunk": chunk, "source": start_state, "batches": i + 1}
+                yield batch
+            chunk, skip = chunk + 1, 0

@@ -1,0 +1,79 @@
+"""DeepSpeed JSON configs: templates in ``configs/deepspeed/`` with ``"auto"`` values resolved by the trainer.
+
+The templates fix the ZeRO stage and optimizer family; the run config supplies the numbers (learning rate, warmup,
+weight decay, gradient accumulation, clipping) so one template serves both engines (recommender: lr 1e-3;
+generator: the paper's 1e-8). Precision is chosen at run time: bf16 on a GPU that supports it, fp32 on CPU, where
+the optimizer is torch's AdamW (DeepSpeed's fused/CPU Adam kernels need CUDA or a compiler).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genrec.config import CONFIG_DIR
+from genrec.io import DataError
+
+TEMPLATES = CONFIG_DIR / "deepspeed"
+
+
+def load_template(name_or_path: str | Path) -> dict[str, Any]:
+    """``zero2`` (a template in ``configs/deepspeed``) or the path of a DeepSpeed JSON file."""
+    p = Path(name_or_path)
+    if not p.exists():
+        p = TEMPLATES / (p.name if p.suffix == ".json" else f"{p.name}.json")
+    if not p.exists():
+        raise DataError(name_or_path, None, f"DeepSpeed config not found (templates: {sorted(x.stem for x in TEMPLATES.glob('*.json'))})")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(p, e.lineno, f"invalid JSON: {e.msg}") from None
+
+
+def _fill(node: Any, values: dict[str, Any], path: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: _fill(v, values, f"{path}.{k}" if path else k) for k, v in node.items()}
+    if node == "auto":
+        if path not in values:
+            raise ValueError(f"DeepSpeed config: no value for 'auto' at {path}")
+        return values[path]
+    return node
+
+
+def resolve(
+    template: str | Path | dict[str, Any],
+    *,
+    lr: float,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    micro_batch: int = 1,
+    grad_accum: int = 1,
+    clipping: float = 1.0,
+    zero_stage: int | None = None,
+) -> dict[str, Any]:
+    """A complete DeepSpeed config for one engine."""
+    cfg = copy.deepcopy(template) if isinstance(template, dict) else load_template(template)
+    gpu = torch.cuda.is_available()
+    values = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": clipping,
+        "optimizer.params.lr": lr,
+        "optimizer.params.weight_decay": weight_decay,
+        "scheduler.params.warmup_max_lr": lr,
+        "scheduler.params.warmup_num_steps": max(1, warmup_steps),
+        "bf16.enabled": gpu and torch.cuda.is_bf16_supported(),
+        "fp16.enabled": False,
+    }
+    cfg = _fill(cfg, values)
+    cfg.pop("train_batch_size", None)
+    if zero_stage is not None:
+        cfg.setdefault("zero_optimization", {})["stage"] = int(zero_stage)
+    if not gpu:
+        cfg.setdefault("optimizer", {}).setdefault("params", {})["torch_adam"] = True
+        cfg["bf16"] = {"enabled": False}
+        cfg["fp16"] = {"enabled": False}
+    return cfg

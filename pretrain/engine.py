@@ -1,0 +1,511 @@
+"""The one trainer: alternating recommender / ID-generator training (paper 2.5) on two DeepSpeed engines.
+
+``Trainer(cfg, source, out_dir, ...).fit()`` runs unchanged as one CPU process, as N local processes (``torchrun``
+or the ``deepspeed`` launcher; gloo with ``DS_ACCELERATOR=cpu`` on CPU) and multi-node with NCCL.
+
+Schedule: ``train.rounds`` rounds of the stages in ``train.order`` (default ``[generator, recommender]``):
+
+* **generator stage** (``train.id_epochs`` epochs): the recommender is frozen and in eval mode; prompt embeddings of
+  every history item are replaced by soft ID embeddings (``idgen.softid``) and the recommendation loss trains the
+  generator only. After the stage the IdTable is regenerated with ``idgen.generate`` (Ray when configured) and
+  the ID churn is logged. ``train.skip_first_generator`` skips round 0's generator stage; ``ids.regenerate:
+  false`` skips all of them; so does ``ids.scheme: p5sid | title`` (a fixed baseline IdTable built once by
+  ``genrec.baselines.idschemes`` instead of the generator's IDs).
+* **recommender stage** (``train.rec_epochs`` epochs): teacher forcing, cross-entropy on the target's ID tokens +
+  EOS, padding ignored (-100).
+
+``train.stage_seconds`` (seconds, or ``{recommender: s, generator: s}``) ends a stage's epochs once that much
+training time is spent, so methods can be compared at equal wall-clock budgets (``bench/quality.py``).
+
+After each stage the recommender is validated (``zeroshot.harness.evaluate``, template 0) and the best model on
+``train.select_metric`` (default NDCG@10) is exported to ``RUN/export``; the test split is evaluated once, at the end, on that export.
+
+Data comes from a ``SampleSource`` (``pretrain/sources.py``)::
+
+    class SampleSource(Protocol):
+        items: dict[str, Item]          # every item the source may mention (ID generation needs their text)
+        def epoch(self, epoch: int, rank: int, world: int, seed: int) -> Iterator[Sample]: ...
+        def state(self) -> dict: ...    # position inside the current epoch (JSON-serialisable)
+        def restore(self, state: dict) -> None: ...  # the next epoch() call continues from that position
+
+``epoch`` must be deterministic in its arguments and yield this rank's share. Ranks may run out at different
+times: an epoch ends for all ranks as soon as one rank has no batch left (one all-reduce per step). Samples carry
+item keys only; prompts are rendered at load time with the *current* IdTable (``pretrain.batching``).
+
+Checkpoints (``pretrain.checkpoint``) are written every ``train.checkpoint_every`` optimizer steps, at stage ends,
+and when SIGTERM/SIGUSR1 arrives (the flag is OR-reduced across ranks so all ranks stop at the same step; the run
+then exits cleanly). ``resume=True`` continues from ``RUN/checkpoints/latest`` when present — exactly: same
+batches, same dropout masks, same optimizer state.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from genrec import dist
+from genrec.dataset import Dataset
+from genrec.io import atomic_write
+from genrec.modeling import load_t5, model_from_config
+from genrec.prompts import PromptBuilder, load_templates
+from idgen.idtable import IdTable
+from idgen.softid import SoftIdConfig, soft_prompt_embeds
+
+from . import checkpoint
+from .batching import EpochBatches, Renderer, collate, collate_generator
+from .dsconfig import resolve
+
+log = logging.getLogger(__name__)
+
+REC, GEN = "recommender", "generator"
+
+
+class Preempted(Exception):
+    """A stop signal arrived; a checkpoint has been written on all ranks."""
+
+
+def schedule(cfg: dict[str, Any]) -> list[tuple[int, str]]:
+    """The (round, stage) list of a run."""
+    train = cfg.get("train", {})
+    order = list(train.get("order", [GEN, REC]))
+    if set(order) - {GEN, REC}:
+        raise ValueError(f"train.order may only contain {GEN!r} and {REC!r}, got {order}")
+    ids = cfg.get("ids", {})
+    regenerate = ids.get("regenerate", ids.get("scheme", "idgenrec") == "idgenrec")
+    out = []
+    for r in range(int(train.get("rounds", 3))):
+        for kind in order:
+            if kind == GEN and (not regenerate or (r == 0 and train.get("skip_first_generator", True))):
+                continue
+            out.append((r, kind))
+    return out
+
+
+def init_process_group() -> None:
+    """DeepSpeed needs a process group even for one process: create a 1-rank gloo group then."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init()
+        return
+    if torch.distributed.is_initialized():
+        return
+    if "MASTER_ADDR" not in os.environ:  # not started by a launcher (whose store we must use): a private group
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+class Trainer:
+    """Alternating training of a recommender and an ID generator sharing one tokenizer."""
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        source,
+        out_dir: str | Path,
+        tokenizer=None,
+        eval_dataset: Dataset | None = None,
+        resume: bool = False,
+    ):
+        self.cfg = cfg
+        self.source = source
+        self.out = Path(out_dir)
+        self.eval_dataset = eval_dataset
+        self.resume = resume
+        if tokenizer is None:
+            from tokenization.spm import load_tokenizer
+
+            tokenizer = load_tokenizer(cfg["tokenizer"]["path"])
+        self.tokenizer = tokenizer
+        self.train_cfg = cfg.get("train", {})
+        self.seed = int(cfg.get("seed", 0))
+        self.softid = SoftIdConfig.from_dict(cfg.get("softid"))
+        self._stop_flag = False
+        self._writer = None
+        self.text_tokens: dict[str, list[int]] | None = None
+
+    # ---------------------------------------------------------------- setup
+
+    def setup(self) -> None:
+        """Process group, threads, prompt builder and both DeepSpeed engines (called by :meth:`fit`)."""
+        init_process_group()
+        self.rank, self.world = dist.rank(), dist.world_size()
+        threads = self.train_cfg.get("threads")
+        if not torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+            torch.set_num_threads(int(threads) if threads else max(1, (os.cpu_count() or 1) // max(1, local)))
+        torch.manual_seed(self.seed)
+        prompt = self.cfg.get("prompt", {})
+        self.builder = PromptBuilder(
+            self.tokenizer,
+            load_templates(prompt.get("templates")),
+            separator=prompt.get("separator", ","),
+            max_length=int(prompt.get("max_length", 512)),
+        )
+        import deepspeed
+
+        models = self.cfg.get("model", {})
+        optim = self.cfg.get("optim", {})
+        ds = self.cfg.get("deepspeed", {})
+        self.engines = {}
+        for name in (REC, GEN):
+            torch.manual_seed(self.seed + (name == GEN))
+            model = model_from_config(models.get(name, {}), len(self.tokenizer))
+            o = {"lr": 1e-3 if name == REC else 1e-8, **optim.get(name, {})}
+            ds_cfg = resolve(
+                ds.get("config", "zero2"),
+                lr=float(o["lr"]),
+                warmup_steps=int(o.get("warmup_steps", 0)),
+                weight_decay=float(o.get("weight_decay", 0.0)),
+                micro_batch=int(self.train_cfg.get("max_batch", 64)),
+                grad_accum=int(ds.get("gradient_accumulation_steps", 1)),
+                clipping=float(ds.get("gradient_clipping", 1.0)),
+                zero_stage=ds.get("zero_stage"),
+            )
+            engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_cfg)
+            self.engines[name] = engine
+        self.zero_stage = self.engines[REC].zero_optimization_stage()
+        self.device = self.engines[REC].device
+        if dist.is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.out / "config.yaml") as f:
+                yaml.safe_dump(self.cfg, f, sort_keys=False)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out / "tb"))
+
+    def _install_signals(self) -> None:
+        def flag(signum, frame):
+            log.warning("rank %d: signal %d, checkpointing at the next step", self.rank, signum)
+            self._stop_flag = True
+
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, flag)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _scalar(self, tag: str, value: float, step: int | None = None) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag, value, self.global_step if step is None else step)
+
+    def _plain(self, name: str):
+        """The engine's module with full weights on this rank (a gathered copy under ZeRO-3)."""
+        module = self.engines[name].module
+        if self.zero_stage < 3:
+            return module
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters())):
+            state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        copy = type(module)(module.config)
+        copy.load_state_dict(state)
+        return copy.to(self.device)
+
+    def _embedding_table(self) -> torch.Tensor:
+        weight = self.engines[REC].module.get_input_embeddings().weight
+        if self.zero_stage < 3:
+            return weight.detach()
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([weight]):
+            return weight.detach().clone()
+
+    def _renderer(self) -> Renderer:
+        return Renderer(self.builder, self.idtable.token_ids(self.tokenizer))
+
+    def _text_tokens(self) -> dict[str, list[int]]:
+        if self.text_tokens is None:
+            limit = int(self.softid_cfg().get("max_text_tokens", self.cfg.get("idgen", {}).get("max_text_tokens", 256)))
+            keys = list(self.source.items)
+            enc = self.tokenizer([self.source.items[k].text for k in keys], truncation=True, max_length=limit)["input_ids"]
+            self.text_tokens = {k: list(e) for k, e in zip(keys, enc)}
+        return self.text_tokens
+
+    def softid_cfg(self) -> dict[str, Any]:
+        return self.cfg.get("softid", {}) or {}
+
+    # ---------------------------------------------------------------- IDs
+
+    def _generate_ids(self, version: int, previous: IdTable | None = None) -> IdTable:
+        """Algorithm 1 with the current generator (on rank 0, Ray when configured), broadcast to all ranks."""
+        from idgen import IdGenConfig, generate
+
+        idcfg = dict(self.cfg.get("idgen", {}) or {})
+        workers = int(idcfg.pop("workers", 0))
+        ray_address = idcfg.pop("ray_address", None)
+        model = self._plain(GEN)
+        table = None
+        if dist.is_main():
+            was = model.training
+            model.eval()
+            items = {k: it.text for k, it in self.source.items.items()}
+            table = generate(model, self.tokenizer, items, IdGenConfig.from_dict({**idcfg, "version": version}), workers,
+                             ray_address, previous=previous)
+            model.train(was)
+        return dist.broadcast_object(table)
+
+    def _initial_ids(self) -> IdTable:
+        ids = self.cfg.get("ids", {})
+        init, scheme = ids.get("init"), ids.get("scheme", "idgenrec")
+        if scheme != "idgenrec":  # fixed baseline IDs (P5-SID, title): built once, never regenerated
+            from genrec.baselines.idschemes import build_idtable
+
+            dataset = getattr(self.source, "dataset", None) or self.eval_dataset
+            table = build_idtable(scheme, dataset or Dataset(self.source.items, {}), ids)
+        else:
+            table = IdTable.load(init) if init else self._generate_ids(0)
+        missing = [k for k in self.source.items if k not in table.ids]
+        if missing:
+            from genrec.io import DataError
+
+            raise DataError(init or "<generated>", None, f"IdTable has no ID for {len(missing)} items, e.g. {missing[:3]}")
+        return table
+
+    def _save_idtable(self, tag: str) -> None:
+        if dist.is_main():
+            self.idtable.save(self.out / "idtables" / f"{tag}.tsv")
+
+    # ---------------------------------------------------------------- steps
+
+    def _rec_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        engine = self.engines[REC]
+        engine.train()
+        b = {k: v.to(self.device) for k, v in batch.items()}
+        loss = engine(**b).loss
+        engine.backward(loss)
+        engine.step()
+        return loss.detach()
+
+    def _gen_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        rec, gen = self.engines[REC].module, self.engines[GEN]
+        gen.train()
+        b = {k: v.to(self.device) for k, v in batch.items()}
+        embeds = soft_prompt_embeds(
+            gen.module, self._embedding_table(), b["input_ids"], b["text_ids"], b["text_mask"], b["id_ids"], b["id_mask"],
+            b["spans"], self.softid,
+        )
+        loss = rec(inputs_embeds=embeds, attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        gen.backward(loss)
+        gen.step()
+        return loss.detach()
+
+    # ---------------------------------------------------------------- loops
+
+    def _checkpoint(self, position: dict[str, Any]) -> None:
+        self.state.update(position=position, global_step=self.global_step)
+        checkpoint.save(self.out, self.engines, self.state, self.idtable)
+
+    def _log_loss(self, kind: str, loss: float) -> None:
+        if dist.is_main():
+            with open(self.out / "losses.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.global_step, "stage": kind, "loss": loss}) + "\n")
+
+    def _run_epoch(self, stage_index: int, kind: str, epoch: int, resume_pos: dict | None,
+                   time_left: float | None = None) -> dict[str, float]:
+        """One epoch of one stage, cut short after ``time_left`` seconds; returns throughput numbers."""
+        t = self.train_cfg
+        engine = self.engines[kind]
+        renderer = self._renderer()
+        rec_frozen = kind == GEN
+        self.engines[REC].module.requires_grad_(not rec_frozen)
+        if rec_frozen:
+            self.engines[REC].module.eval()
+            id_tokens, text_tokens = renderer.id_tokens, self._text_tokens()
+        batches = EpochBatches(
+            self.source, renderer, epoch=stage_index * 10_000 + epoch, rank=self.rank, world=self.world, seed=self.seed,
+            chunk_size=int(t.get("chunk_size", 4096)), max_tokens=int(t.get("max_tokens", 8192)),
+            max_batch=int(t.get("max_batch", 64)), resume=(resume_pos or {}).get("batches_pos"),
+        )
+        steps = int((resume_pos or {}).get("steps", 0))
+        max_steps = t.get("max_steps_per_epoch")
+        gas = engine.gradient_accumulation_steps()
+        every = int(t.get("checkpoint_every", 0) or 0)
+        log_every = int(t.get("log_every", 20))
+        bar = tqdm(desc=f"{kind} epoch {epoch}", unit="batch", disable=not dist.is_main(), total=max_steps, initial=steps)
+        samples = tokens = 0
+        start = time.perf_counter()
+        it = iter(batches)
+        while True:
+            out_of_time = time_left is not None and time.perf_counter() - start >= time_left
+            batch = None if (max_steps and steps >= int(max_steps)) or out_of_time else next(it, None)
+            if dist.any_true(batch is None):
+                break
+            tensors = collate_generator(batch, id_tokens, text_tokens) if rec_frozen else collate(batch)
+            loss = float(self._gen_step(tensors) if rec_frozen else self._rec_step(tensors))
+            steps += 1
+            self.global_step += 1
+            samples += len(batch)
+            tokens += int(tensors["attention_mask"].sum()) + int((tensors["labels"] != -100).sum())
+            self._log_loss(kind, loss)
+            bar.update(1)
+            if self.global_step % log_every == 0:
+                dt = time.perf_counter() - start
+                bar.set_postfix(loss=f"{loss:.3f}", sps=f"{samples / dt:.1f}")
+                self._scalar(f"loss/{kind}", loss)
+                self._scalar(f"lr/{kind}", engine.get_lr()[0])
+                self._scalar(f"throughput/{kind}_samples_per_s", samples * self.world / dt)
+                self._scalar(f"throughput/{kind}_tokens_per_s", tokens * self.world / dt)
+            if steps % gas:
+                continue
+            stop = dist.any_true(self._stop_flag)
+            due = every and self.global_step % (every * gas) == 0
+            if stop or due:
+                pos = {"stage_index": stage_index, "epoch": epoch, "batches_pos": batches.position, "steps": steps}
+                self._checkpoint(pos)
+            if stop:
+                bar.close()
+                raise Preempted()
+        bar.close()
+        self.engines[REC].module.requires_grad_(True)
+        dt = time.perf_counter() - start
+        samples, tokens = (sum(c) for c in zip(*dist.all_gather_object((samples, tokens))))
+        return {"samples_per_s": samples / dt, "tokens_per_s": tokens / dt, "steps": steps, "seconds": dt, "samples": samples}
+
+    def train_epoch(self, kind: str, idtable: IdTable, epoch: int = 0) -> dict[str, float]:
+        """One epoch of one stage outside the schedule, with a given IdTable (benchmarks); call :meth:`setup` first."""
+        self.idtable, self.state, self.global_step = idtable, {}, 0
+        return self._run_epoch(0, kind, epoch, None)
+
+    # ---------------------------------------------------------------- evaluation
+
+    def _evaluate(self, split: str, model=None, idtable: IdTable | None = None) -> dict[str, float]:
+        from zeroshot.harness import evaluate
+
+        if self.eval_dataset is None:
+            return {}
+        model = model if model is not None else self._plain(REC)
+        was = model.training
+        model.eval()
+        result = evaluate(model, self.tokenizer, idtable or self.idtable, self.eval_dataset, split, self.cfg,
+                          progress=False)
+        model.train(was)
+        return {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
+
+    def _after_stage(self, rnd: int, kind: str, stats: dict[str, float]) -> None:
+        entry: dict[str, Any] = {"round": rnd, "stage": kind, **stats}
+        if kind == GEN:
+            previous = self.idtable
+            self.idtable = self._generate_ids(previous.version + 1, previous)
+            entry["churn"] = self.idtable.churn(previous)
+            self._scalar("ids/churn", entry["churn"])
+            self._save_idtable(f"round-{self.idtable.version}")
+            if dist.is_main():
+                log.info("round %d: ID churn %.3f", rnd, entry["churn"])
+        metrics = self._evaluate("valid")
+        for k, v in metrics.items():
+            self._scalar(f"valid/{k}", v)
+        entry["valid"] = metrics
+        key = self.train_cfg.get("select_metric", "NDCG@10")
+        best = self.state.get("best")
+        if not metrics:  # no validation data: the export is the latest model
+            self._export()
+        elif key not in metrics:
+            raise KeyError(f"train.select_metric {key!r} is not among the validation metrics {sorted(metrics)}")
+        elif best is None or metrics[key] > best["score"]:
+            self.state["best"] = {"score": metrics[key], "round": rnd, "stage": kind, "metric": key}
+            self._export()
+        self.state.setdefault("stages", []).append(entry)
+
+    def _export(self) -> None:
+        from .export import export
+
+        rec, gen = self._plain(REC), self._plain(GEN)
+        if dist.is_main():
+            export(self.out / "export", rec, gen, self.tokenizer, self.idtable, self.cfg)
+        dist.barrier()
+
+    # ---------------------------------------------------------------- fit
+
+    def fit(self) -> dict[str, Any]:
+        """Run (or continue) the schedule; returns the summary (also written to ``RUN/summary.json``)."""
+        t0 = time.perf_counter()
+        self.setup()
+        self._install_signals()
+        plan = schedule(self.cfg)
+        position: dict[str, Any] | None = None
+        if self.resume and checkpoint.exists(self.out):
+            self.state, self.idtable = checkpoint.load(self.out, self.engines)
+            position = self.state.get("position")
+            self.global_step = int(self.state.get("global_step", 0))
+            self._truncate_losses()
+            log.info("resumed at %s (step %d)", position, self.global_step)
+        else:
+            self.state, self.global_step = {}, 0
+            self.idtable = self._initial_ids()
+            self._save_idtable("round-0")
+            if self.train_cfg.get("initial_eval", False):
+                self.state["initial_valid"] = self._evaluate("valid")
+            position = {"stage_index": 0, "epoch": 0}
+        try:
+            for stage_index in range(int(position.get("stage_index", 0)), len(plan)):
+                rnd, kind = plan[stage_index]
+                epochs = int(self.train_cfg.get("id_epochs" if kind == GEN else "rec_epochs", 1))
+                first_epoch = int(position.get("epoch", 0)) if position.get("stage_index") == stage_index else 0
+                totals = {"samples_per_s": 0.0, "tokens_per_s": 0.0, "steps": 0, "seconds": 0.0, "samples": 0}
+                cap = self.train_cfg.get("stage_seconds")  # training seconds per stage: a number, or per stage kind
+                cap = cap.get(kind) if isinstance(cap, dict) else cap
+                for epoch in range(first_epoch, epochs):
+                    if cap is not None and totals["seconds"] >= float(cap):
+                        break
+                    resume_pos = position if (position.get("stage_index") == stage_index and position.get("epoch") == epoch) else None
+                    time_left = None if cap is None else float(cap) - totals["seconds"]
+                    stats = self._run_epoch(stage_index, kind, epoch, resume_pos, time_left)
+                    totals["steps"] += stats["steps"]
+                    totals["seconds"] += stats["seconds"]
+                    totals["samples"] += stats["samples"]
+                    totals["samples_per_s"], totals["tokens_per_s"] = stats["samples_per_s"], stats["tokens_per_s"]
+                position = {"stage_index": stage_index + 1, "epoch": 0}
+                self._after_stage(rnd, kind, totals)
+                self._checkpoint(position)
+        except Preempted:
+            log.warning("stopped by signal after checkpointing at step %d", self.global_step)
+            self.state["preempted"] = True
+            if self._writer is not None:
+                self._writer.close()
+            return self.state
+        summary = self._finish(time.perf_counter() - t0)
+        return summary
+
+    def _truncate_losses(self) -> None:
+        path = self.out / "losses.jsonl"
+        if dist.is_main() and path.exists():
+            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.global_step]
+            with atomic_write(path) as f:
+                f.write("".join(ln + "\n" for ln in keep))
+
+    def _finish(self, seconds: float) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "stages": self.state.get("stages", []),
+            "best": self.state.get("best"),
+            "initial_valid": self.state.get("initial_valid"),
+            "world_size": self.world,
+            "global_steps": self.global_step,
+        }
+        export_dir = self.out / "export"
+        if self.eval_dataset is not None and export_dir.exists():
+            best = load_t5(export_dir / "recommender").to(self.device)
+            summary["test"] = self._evaluate("test", best, IdTable.load(export_dir / "idtable.tsv"))
+            for k, v in summary["test"].items():
+                self._scalar(f"test/{k}", v)
+        summary["wall_seconds"] = seconds
+        if dist.is_main():
+            with atomic_write(self.out / "summary.json") as f:
+                json.dump(summary, f, indent=2)
+            if self._writer is not None:
+                self._writer.close()
+        return summary
