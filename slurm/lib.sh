@@ -163,7 +163,9 @@ train_with_requeue() {
   trap 'GOT_TERM=1; log "batch shell got SIGTERM; waiting for the ranks to checkpoint"' TERM
   mkdir -p "$out"
   local stamp="$out/.launch-$JOB_ID"
-  touch "$stamp"
+  # Back-dated by a second: file times are coarse (a few ms), so a checkpoint written right after the launch could
+  # otherwise carry the stamp's own time and not count as newer; no earlier job's checkpoint is that recent.
+  touch -d '1 second ago' "$stamp"
   local rc=0
   "${LAUNCH[@]}" "$@" || rc=$?
   trap - TERM
