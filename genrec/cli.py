@@ -10,11 +10,11 @@ import sys
 COMMANDS = [
     "genrec.data_cli",
     "tokenization.cli",
+    "idgen.cli",
+    "finetune.cli",
     "pretrain.cli",
     "zeroshot.cli",
-    "finetune.cli",
     "genrec.demo",
-    "idgen.cli",
 ]
 
 
