@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import load_config
 from .io import DataError, atomic_write
 
 
@@ -44,7 +45,6 @@ SIZES = {
         "train.initial_eval=false", "eval.num_beams=10",
     )),
 }
-GENERATOR_SIZE = {"d_model": 64, "d_ff": 128, "d_kv": 16, "num_heads": 4, "num_layers": 1, "num_decoder_layers": 1}
 EXAMPLES = 5
 
 
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    recipe = load_config("demo")  # the training recipe also sizes the generator and Algorithm 1
     step = Steps(7)
 
     step("data: two synthetic platforms (retail: train; outdoor: zero-shot, different vocabulary)")
@@ -84,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = make_tokenizer(out, [retail, outdoor], size.vocab_size)
 
     step(f"ID generator: tag warm-start ({size.warmstart_steps} steps) on retail item text")
-    generator = make_generator(out, tokenizer, retail, size.warmstart_steps, args.seed)
+    generator = make_generator(out, tokenizer, retail, size.warmstart_steps, args.seed, recipe)
 
     step(f"initial IDs: Algorithm 1 with diverse beam search on {args.workers or 'no'} Ray workers")
-    initial = make_initial_ids(out, generator, tokenizer, retail, args.workers)
+    initial = make_initial_ids(out, generator, tokenizer, retail, args.workers, recipe)
 
     step(f"alternating training: {args.procs} process(es), DeepSpeed ZeRO-2, CPU")
     train_dir = train(out, size, args.procs)
@@ -131,7 +132,7 @@ def make_tokenizer(out: Path, datasets, vocab_size: int):
     return tok
 
 
-def make_generator(out: Path, tokenizer, dataset, steps: int, seed: int):
+def make_generator(out: Path, tokenizer, dataset, steps: int, seed: int, recipe: dict[str, Any]):
     import torch
 
     from idgen.warmstart import WarmstartConfig, tag_target, warmstart
@@ -139,20 +140,21 @@ def make_generator(out: Path, tokenizer, dataset, steps: int, seed: int):
     from .modeling import build_t5
 
     torch.manual_seed(seed)
-    model = build_t5(len(tokenizer), **GENERATOR_SIZE)
+    model = build_t5(len(tokenizer), **recipe["model"]["generator"])
     texts = [it.text for it in dataset.items.values()]
-    losses = warmstart(model, tokenizer, texts, WarmstartConfig(steps=steps, seed=seed, max_text_tokens=64))
+    max_text = recipe["idgen"]["max_text_tokens"]
+    losses = warmstart(model, tokenizer, texts, WarmstartConfig(steps=steps, seed=seed, max_text_tokens=max_text))
     print(f"  tag loss {losses[0]:.2f} -> {sum(losses[-10:]) / len(losses[-10:]):.2f}; "
           f"target for the item above: {tag_target(texts[0])!r}")
     model.save_pretrained(out / "generator-warm")
     return model
 
 
-def make_initial_ids(out: Path, generator, tokenizer, dataset, workers: int):
+def make_initial_ids(out: Path, generator, tokenizer, dataset, workers: int, recipe: dict[str, Any]):
     import idgen
 
-    table = idgen.generate(generator, tokenizer, {k: it.text for k, it in dataset.items.items()},
-                           {"max_text_tokens": 64}, workers=workers)
+    table = idgen.generate_from_section(generator, tokenizer, {k: it.text for k, it in dataset.items.items()},
+                                        {**recipe["idgen"], "workers": workers})
     table.check()
     table.save(out / "idtable-initial.tsv")
     rep = table.report

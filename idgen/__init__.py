@@ -9,7 +9,7 @@ from typing import Any
 from .config import IdGenConfig
 from .idtable import IdTable
 
-__all__ = ["IdGenConfig", "IdTable", "generate"]
+__all__ = ["IdGenConfig", "IdTable", "generate", "generate_from_section"]
 
 
 def generate(
@@ -37,3 +37,23 @@ def generate(
     from .algorithm import generate_ids
 
     return generate_ids(model, tokenizer, texts, cfg, previous=previous, progress=progress)
+
+
+def generate_from_section(
+    model,
+    tokenizer,
+    items: dict[str, Any],
+    section: dict[str, Any] | None,
+    version: int | None = None,
+    previous: IdTable | None = None,
+    progress: bool = True,
+) -> IdTable:
+    """:func:`generate` driven by a recipe's ``idgen`` section: Algorithm 1 settings plus where to run it
+    (``workers``, ``ray_address``), so trainer, harness and demo read a recipe the same way."""
+    settings = dict(section or {})
+    workers = int(settings.pop("workers", 0) or 0)
+    ray_address = settings.pop("ray_address", None)
+    if version is not None:
+        settings["version"] = version
+    return generate(model, tokenizer, items, settings, workers=workers, ray_address=ray_address, previous=previous,
+                    progress=progress)

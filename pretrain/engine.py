@@ -243,19 +243,16 @@ class Trainer:
 
     def _generate_ids(self, version: int, previous: IdTable | None = None) -> IdTable:
         """Algorithm 1 with the current generator (on rank 0, Ray when configured), broadcast to all ranks."""
-        from idgen import IdGenConfig, generate
+        from idgen import generate_from_section
 
-        idcfg = dict(self.cfg.get("idgen", {}) or {})
-        workers = int(idcfg.pop("workers", 0))
-        ray_address = idcfg.pop("ray_address", None)
         model = self._plain(GEN)
         table = None
         if dist.is_main():
             was = model.training
             model.eval()
             items = {k: it.text for k, it in self.source.items.items()}
-            table = generate(model, self.tokenizer, items, IdGenConfig.from_dict({**idcfg, "version": version}), workers,
-                             ray_address, previous=previous)
+            table = generate_from_section(model, self.tokenizer, items, self.cfg.get("idgen"), version=version,
+                                          previous=previous)
             model.train(was)
         return dist.broadcast_object(table)
 

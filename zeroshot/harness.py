@@ -107,10 +107,8 @@ def generate_item_ids(ckpt: Checkpoint, items: Mapping[str, str], cfg: Mapping[s
 
     if ckpt.generator is None:
         raise DataError(ckpt.path, None, "checkpoint has no generator: cannot name items it was not trained on")
-    settings = dict((cfg if cfg is not None else ckpt.config).get("idgen") or {})
-    workers, ray_address = int(settings.pop("workers", 0) or 0), settings.pop("ray_address", None)
-    table = (idgen.generate(ckpt.generator, ckpt.tokenizer, dict(items), settings, workers=workers, ray_address=ray_address)
-             if dist.is_main() else None)
+    section = (cfg if cfg is not None else ckpt.config).get("idgen")
+    table = idgen.generate_from_section(ckpt.generator, ckpt.tokenizer, dict(items), section) if dist.is_main() else None
     return dist.broadcast_object(table)
 
 
