@@ -42,3 +42,14 @@ def tokenizer(tokenizer_dir):
     from tokenization.spm import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small decoding ops are latency-bound: on a shared, oversubscribed CPU extra intra-op threads only spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,13 +11,7 @@ from genrec.trie import PrefixTrie
 EOS, PAD, VOCAB = 1, 0, 60
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small decoding ops are latency-bound: on a shared, oversubscribed CPU extra intra-op threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_ids(n: int, seed: int) -> dict[str, tuple[int, ...]]:

@@ -22,13 +22,7 @@ OVERRIDES = ["eval.ids=idtable", "eval.num_beams=10", "eval.batch_size=16"]
 SET = [arg for o in OVERRIDES for arg in ("--set", o)]  # recommend takes overrides as options
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small decoding ops are latency-bound: on a shared, oversubscribed CPU extra intra-op threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def title_table(dataset: Dataset) -> IdTable:
