@@ -64,14 +64,15 @@ def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
 def run(args: argparse.Namespace) -> int:
     from genrec.config import load_config
     from genrec.dataset import Dataset
-    from pretrain.engine import Trainer, init_process_group
+    from genrec import dist
+    from pretrain.engine import Trainer
     from pretrain.sources import LeaveOneOutSource
 
     cfg = load_config(args.config, args.overrides)
     apply_init(cfg)
     dataset = Dataset.load(args.data)
     cfg["data_dir"] = str(args.data)
-    init_process_group()
+    dist.init(single_process_group=True)
     tokenizer = tokenizer_for(cfg, dataset, args.out)
     data = cfg.get("data") or {}
     source = LeaveOneOutSource(dataset, int(data.get("max_history", 20)), data.get("prefixes_per_user"))

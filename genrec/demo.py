@@ -201,7 +201,7 @@ def baseline_rows(dataset, split: str, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     keys = sorted(dataset.items)
     return [{"method": "popularity", "dataset": dataset.name, "users": len(samples),
-             **hr_ndcg([pop.rank(k=10)] * len(samples), targets)},
+             **hr_ndcg(pop.recommend(samples, 10), targets)},
             {"method": "random", "dataset": dataset.name, "users": len(samples),
              **hr_ndcg([rng.sample(keys, 10) for _ in samples], targets)}]
 

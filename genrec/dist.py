@@ -35,14 +35,28 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def init() -> None:
-    """Create the process group when launched with WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU). Idempotent."""
-    if torch_dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    if torch.cuda.is_available():
-        torch.cuda.set_device(device())
-    else:
+def init(single_process_group: bool = False) -> None:
+    """Create the process group when launched with WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU). Idempotent.
+
+    ``single_process_group``: also create a 1-rank group for a single process, which DeepSpeed engines need; a
+    private loopback store is used unless a launcher already set MASTER_ADDR.
+    """
+    if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if torch_dist.is_initialized():
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if not single_process_group:
+            return
+        if "MASTER_ADDR" not in os.environ:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    elif torch.cuda.is_available():
+        torch.cuda.set_device(device())
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")

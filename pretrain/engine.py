@@ -89,27 +89,6 @@ def schedule(cfg: dict[str, Any]) -> list[tuple[int, str]]:
     return out
 
 
-def init_process_group() -> None:
-    """DeepSpeed needs a process group even for one process: create a 1-rank gloo group then."""
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init()
-        return
-    if torch.distributed.is_initialized():
-        return
-    if "MASTER_ADDR" not in os.environ:  # not started by a launcher (whose store we must use): a private group
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    import deepspeed
-
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-
-
 class Trainer:
     """Alternating training of a recommender and an ID generator sharing one tokenizer."""
 
@@ -143,7 +122,7 @@ class Trainer:
 
     def setup(self) -> None:
         """Process group, threads, prompt builder and both DeepSpeed engines (called by :meth:`fit`)."""
-        init_process_group()
+        dist.init(single_process_group=True)
         self.rank, self.world = dist.rank(), dist.world_size()
         threads = self.train_cfg.get("threads")
         if not torch.cuda.is_available():
