@@ -62,6 +62,12 @@ def init(single_process_group: bool = False) -> None:
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
+def shutdown() -> None:
+    """Destroy the process group before exit, so no communication thread outlives the interpreter (an abort)."""
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
 def barrier() -> None:
     if torch_dist.is_initialized():
         torch_dist.barrier()
