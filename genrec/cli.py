@@ -42,9 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"idgenrec: error: {e}", file=sys.stderr)
         return 2
-    finally:
-        if "genrec.dist" in sys.modules:  # a command that used process groups (importing it here would load torch)
-            sys.modules["genrec.dist"].shutdown()
 
 
 if __name__ == "__main__":

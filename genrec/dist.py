@@ -5,6 +5,7 @@ as a single process and never create a process group.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -60,10 +61,15 @@ def init(single_process_group: bool = False) -> None:
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    atexit.register(shutdown)
 
 
 def shutdown() -> None:
-    """Destroy the process group before exit, so no communication thread outlives the interpreter (an abort)."""
+    """Destroy the process group, so no communication thread outlives the interpreter.
+
+    ``init`` registers this to run at exit: a gloo group left alive aborts the process at interpreter teardown
+    ('terminate called without an active exception'), whichever entry point created it.
+    """
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
 
