@@ -5,24 +5,25 @@ top-2B candidates per step, finished hypotheses kept in a B-slot table scored wi
 ``early_stopping`` heuristic) step for step, with the per-beam Python callback replaced by the tensor trie
 (:class:`genrec.trie.PrefixTrie`), so the ranking of every user is the one ``generate`` returns (with
 ``max_length = trie.max_depth + 1``, the longest ID plus ``</s>`` after the start token). The encoder runs once
-per user, the decoder one token per step with a KV cache; only the self-attention cache is reordered between steps
-(the beams of a user share its cross-attention keys). Many users are decoded in one forward pass, and a user leaves
-the batch as soon as no running beam can still enter its top B (``generate`` would keep computing it in vain).
+per user; the decoder (:class:`genrec.t5step.T5StepDecoder`) one token per step, the 20 beams of a user sharing its
+cross-attention keys and values, and the first step computed once per user (its beams are identical). Only the
+scores of the tokens the trie allows are gathered from the log-probabilities (each row's ``logsumexp`` is all that
+is needed of the rest). Many users are decoded in one forward pass, and a user leaves the batch as soon as no running
+beam can still enter its top B (``generate`` would keep computing it in vain).
 
 Besides what ``generate`` can do, a user's history items can be excluded (``</s>`` is masked after their last
 token), which is off by default as in the paper.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import torch
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-from transformers.modeling_outputs import BaseModelOutput
 
+from .t5step import T5StepDecoder, encode
 from .trie import PrefixTrie
 
+RETIRE = 8
 NEG = -1.0e9  # the score Hugging Face gives to beams and slots that must not win
 Ranking = list[tuple[str, float]]
 
@@ -71,13 +72,8 @@ def _search(
     bsz, B = input_ids.shape[0], num_beams
     eos = trie.eos_token_id
     max_length = trie.max_depth + 1  # the decoder start token + the longest ID + </s>
-    encoder = model.get_encoder()
-    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
-    encoder_outputs = BaseModelOutput(last_hidden_state=hidden.repeat_interleave(B, dim=0))
-    enc_mask = attention_mask.repeat_interleave(B, dim=0)
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    # transformers >= 5.2x names the argument ``cache``; earlier releases ``past_key_values``
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    hidden = encode(model, input_ids, attention_mask)
+    decoder = T5StepDecoder(model, hidden, attention_mask, beams=B, max_steps=trie.max_depth)
     banned = _banned_keys(trie, exclude, bsz) if exclude is not None else None
 
     nodes = torch.full((bsz, B), PrefixTrie.ROOT, dtype=torch.long, device=device)
@@ -90,7 +86,7 @@ def _search(
     improvable = torch.ones(bsz, 1, dtype=torch.bool, device=device)
     top_b = torch.arange(2 * B, device=device) < B
     users = torch.arange(bsz, device=device)  # the input rows still being decoded
-    tokens = torch.full((bsz * B, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
+    tokens = torch.full((bsz,), model.config.decoder_start_token_id, dtype=torch.long, device=device)
     results: list[Ranking] = [[] for _ in range(bsz)]
 
     def collect(rows: torch.Tensor) -> None:
@@ -101,11 +97,9 @@ def _search(
     for step in range(trie.max_depth):
         cur_len = step + 1  # tokens in the decoder so far (start token included)
         n = len(users)
-        out = model(encoder_outputs=encoder_outputs, attention_mask=enc_mask, decoder_input_ids=tokens,
-                    use_cache=True, return_dict=True, **{cache_arg: cache})
-        log_probs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         # c. the best 2B continuations over all beams of each user, among the tokens the trie allows
-        top_scores, src, top_tokens, top_nodes = _top_continuations(log_probs, running, nodes, users, trie, banned)
+        top_scores, src, top_tokens, top_nodes = _top_continuations(decoder, decoder.step(tokens), running, nodes,
+                                                                    users, trie, banned)
         # d. which of them stop: </s>, or the maximum length
         hits = (top_tokens == eos) | (cur_len + 1 >= max_length)
         # e. the B best unfinished ones keep running
@@ -114,7 +108,7 @@ def _search(
         running = torch.gather(running_k, 1, keep)
         nodes = torch.gather(top_nodes, 1, keep)
         beam_src = torch.gather(src, 1, keep)
-        tokens = torch.gather(top_tokens, 1, keep).view(-1, 1)
+        tokens = torch.gather(top_tokens, 1, keep).view(-1)
         # f. finished ones among the top B enter the table of finished hypotheses if they beat its worst
         just_finished = hits & top_b[None, :]
         full = fin_done.all(dim=-1, keepdim=True) & (early_stopping is True)
@@ -145,26 +139,25 @@ def _search(
         done = ~improvable[:, 0] | (fin_done.all(dim=-1) & (early_stopping is True))
         if bool(hits.all()) or bool(done.all()):
             break
-        cache.self_attention_cache.reorder_cache(flat_src)
-        if int(done.sum()) * 8 >= n:  # retiring copies the caches of the others: worth it for >= 1/8 of the batch
+        decoder.reorder(flat_src)
+        if int(done.sum()) * RETIRE >= n:  # retiring copies the caches of the others: worth it for >= 1/8 of the batch
             collect(done.nonzero().flatten())
             live = (~done).nonzero().flatten()
-            rows = (live[:, None] * B + torch.arange(B, device=device)).view(-1)
             users, improvable = users[live], improvable[live]
-            nodes, running, tokens = nodes[live], running[live], tokens[rows]
+            nodes, running, tokens = nodes[live], running[live], tokens.view(-1, B)[live].view(-1)
             fin_score, fin_item, fin_done, fin_valid = fin_score[live], fin_item[live], fin_done[live], fin_valid[live]
-            cache.batch_select_indices(rows)
-            encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state[rows])
-            enc_mask = enc_mask[rows]
+            decoder.select(live)
     collect(torch.arange(len(users), device=device))
     return results
 
 
 def _top_continuations(
-    log_probs: torch.Tensor, running: torch.Tensor, nodes: torch.Tensor, users: torch.Tensor, trie: PrefixTrie,
+    decoder: T5StepDecoder, out: torch.Tensor, running: torch.Tensor, nodes: torch.Tensor, users: torch.Tensor, trie: PrefixTrie,
     banned: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``topk(log_probs masked by the trie + running score, 2B)`` over each user's ``B x vocab`` continuations.
+    """``topk(log_softmax(logits) masked by the trie + running score, 2B)`` over each user's ``B x vocab``
+    continuations (``out``: the decoder output, one row per beam, or per user on the first step, when a user's beams
+    are identical).
 
     Only the allowed (beam, token) pairs are gathered, so after the first step a user has a few dozen candidates
     instead of ``B x vocab``; the values are the very sums ``generate`` ranks (masked ones are ``-inf`` there and
@@ -175,7 +168,7 @@ def _top_continuations(
     device = nodes.device
     rows, edges = trie.edges(nodes)
     tokens = trie.edge_token[edges]
-    values = log_probs[rows, tokens] + running.view(-1)[rows]
+    values = decoder.log_probs_at(out, rows if out.shape[0] == n * B else rows // B, tokens) + running.view(-1)[rows]
     if banned is not None:
         eos = tokens == trie.eos_token_id
         values[eos] = torch.where(_is_banned(banned, nodes, users, trie)[rows[eos]], float("-inf"), values[eos])

@@ -21,11 +21,13 @@ def generate(
     ray_address: str | None = None,
     previous: IdTable | None = None,
     progress: bool = True,
+    state_dir: str | None = None,
 ) -> IdTable:
     """The IdTable of ``items`` (key -> plain text, or anything with a ``.text``) by Algorithm 1.
 
-    ``workers`` > 0 or a ``ray_address`` shards the work over Ray actors (same table as one process); ``previous``
-    adds the churn against an earlier table to the report.
+    ``workers`` > 0 or a ``ray_address`` shards the work over Ray actors (same table as one process; ``state_dir``
+    keeps their registry's log, so a rerun resumes); ``previous`` adds the churn against an earlier table to the
+    report.
     """
     cfg = cfg if isinstance(cfg, IdGenConfig) else IdGenConfig.from_dict(cfg)
     texts = {k: getattr(v, "text", v) for k, v in items.items()}
@@ -33,7 +35,7 @@ def generate(
         from .distributed import generate_ids_ray
 
         return generate_ids_ray(model, tokenizer, texts, cfg, workers=max(1, workers), ray_address=ray_address,
-                                previous=previous, progress=progress)
+                                previous=previous, state_dir=state_dir, progress=progress)
     from .algorithm import generate_ids
 
     return generate_ids(model, tokenizer, texts, cfg, previous=previous, progress=progress)

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     g.add_argument("--data", required=True, help="dataset folder (item_plain_text.txt)")
     g.add_argument("--workers", type=int, default=0, help="Ray actors (0: this process)")
     g.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+    g.add_argument("--state-dir", default=None,
+                   help="Ray runs: keep the registry log here; rerunning with the same folder resumes (default: temporary)")
     g.add_argument("--batch-size", type=int, default=64, help="items per forward pass")
     g.add_argument("--max-text-tokens", type=int, default=256)
     g.add_argument("--max-windows", type=int, default=5, help="length windows tried before failing")
@@ -105,7 +107,7 @@ def generate_cmd(args: argparse.Namespace) -> int:
     cfg = IdGenConfig(batch_size=args.batch_size, max_text_tokens=args.max_text_tokens,
                       max_windows=args.max_windows, version=args.version)
     table = generate(_load_generator(args.model), tok, items, cfg, workers=args.workers, ray_address=args.ray_address,
-                     previous=previous)
+                     previous=previous, state_dir=args.state_dir)
     table.save(args.out)
     rep = table.report
     print(f"{rep['items']} IDs -> {args.out}: {rep['second_try_pct']:.2f}% needed a second try, "

@@ -4,7 +4,9 @@ Transformers 5.x no longer ships group beam search offline, so it is implemented
 beam each decode side by side; at every step, group ``g`` picks its token from the log-probabilities minus the
 Hamming diversity penalty ``lambda * count``, where ``count`` is how many earlier groups (0..g-1) of the same item
 chose that token at this step. With one beam per group a group's beam never reorders, so row ``b * groups + g``
-keeps its own KV cache for the whole search; the cache is only narrowed when items finish all their groups. Many items share one forward pass;
+keeps its own KV cache for the whole search; the cache is only narrowed when items finish all their groups. The
+decoder is :class:`genrec.t5step.T5StepDecoder`: the groups of an item share its cross-attention keys and values,
+and the first step (where all groups are identical) runs once per item. Many items share one forward pass;
 each item may have its own penalty and length window. A group finishes when it emits ``</s>``: ``</s>`` is banned
 before ``min_len`` content tokens and forced once ``max_len - 1`` are written, so every ID has
 ``min_len <= len < max_len`` tokens.
@@ -12,7 +14,8 @@ before ``min_len`` content tokens and forced once ``max_len - 1`` are written, s
 from __future__ import annotations
 
 import torch
-from transformers.modeling_outputs import BaseModelOutput
+
+from genrec.t5step import T5StepDecoder
 
 from .generator import EncodedBatch
 
@@ -35,22 +38,20 @@ def diverse_beam_search(
     eos, pad, start = cfg.eos_token_id, cfg.pad_token_id, cfg.decoder_start_token_id
     n_items = enc.states.shape[0]
     dev = enc.states.device
-    group_ids = torch.arange(groups, device=dev)
-    states, mask = enc.states.repeat_interleave(groups, dim=0), enc.mask.repeat_interleave(groups, dim=0)
     penalty = penalty.to(dev, torch.float32)[:, None]
     min_len, max_len = min_len.to(dev), max_len.to(dev)
     steps = int(max_len.max())
     alive = torch.arange(n_items, device=dev)  # items with a group still decoding
-    cur = torch.full((n_items * groups,), start, dtype=torch.long, device=dev)
+    decoder = T5StepDecoder(model, enc.states, enc.mask, beams=groups, max_steps=steps)
+    cur = torch.full((n_items,), start, dtype=torch.long, device=dev)  # the groups start identical: one row per item
     finished = torch.zeros(n_items, groups, dtype=torch.bool, device=dev)
     out = torch.full((n_items, groups, steps), pad, dtype=torch.long, device=dev)
-    past = None
     for t in range(steps):
-        res = model(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
-                    decoder_input_ids=cur[:, None], cache=past, use_cache=True)
-        past = res.cache
+        logits = decoder.logits(decoder.step(cur)).float()
+        if t == 0:
+            logits = logits.repeat_interleave(groups, dim=0)
         # log_softmax only shifts each row by a constant: the argmax under the penalty is the same on raw logits
-        scores = res.logits[:, -1].float().view(len(alive), groups, -1)
+        scores = logits.view(len(alive), groups, -1)
         scores[..., pad] = float("-inf")
         scores[..., eos] = torch.where((t < min_len)[:, None], float("-inf"), scores[..., eos])
         forced = t >= max_len - 1
@@ -72,9 +73,7 @@ def diverse_beam_search(
             break
         if bool(done.any()):  # drop finished items from the batch and their rows from the KV cache
             keep = (~done).nonzero().squeeze(1)
-            keep_rows = (keep[:, None] * groups + group_ids).view(-1)
-            past.batch_select_indices(keep_rows)
-            states, mask = states[keep_rows], mask[keep_rows]
+            decoder.select(keep)
             penalty, min_len, max_len = penalty[keep], min_len[keep], max_len[keep]
             finished, chosen, alive = finished[keep], chosen[keep], alive[keep]
         cur = chosen.view(-1)

@@ -7,7 +7,7 @@ straight to the registry. The registry (a :class:`~idgen.algorithm.ClaimBook`) o
 round is complete, resolves it in sorted key order, so the table equals the one-process table. Every state change
 is appended to a log (JSON lines, fsynced) before it is acknowledged and replayed when Ray restarts the actor
 (``max_restarts``); calls are retried (``max_task_retries``) and idempotent, so a killed registry or worker loses
-and duplicates nothing.
+and duplicates nothing. :class:`RayIdGenerator` keeps the actors (and their model replicas) for several runs.
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from .algorithm import ClaimBook, chunks, propose
 from .config import IdGenConfig
-from .generator import Generator
 from .idtable import IdTable
 
 LOG_FILE = "registry.jsonl"
+RETRY = {"max_restarts": -1, "max_task_retries": -1}  # actors come back, calls are retried (claims are idempotent)
 
 
 @ray.remote(num_cpus=0)
@@ -90,21 +90,36 @@ class Registry:
 
 @ray.remote
 class Proposer:
-    """One generator replica: decodes candidates for its shard and sends them to the registry."""
+    """One generator replica: decodes candidates for the batches it is sent and hands them to the run's registry.
 
-    def __init__(self, model, tokenizer, items: dict[str, str], cfg: dict[str, Any], registry):
-        self.cfg = IdGenConfig.from_dict(cfg)
-        self.items = items
-        self.gen = Generator(model, tokenizer, self.cfg.max_text_tokens)
-        self.registry = registry
+    Everything a call needs (texts, settings, registry) comes with the call, so a restarted actor (``max_restarts``)
+    carries on; the encoder states of items still retrying are cached between calls.
+    """
 
-    def propose(self, round_: int, keys: list[str], tries: list[int]) -> int:
-        props = propose(self.gen, self.items, keys, tries, self.cfg)
-        return ray.get(self.registry.propose.remote(round_, props))
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.gen = None
 
-    def forget(self, keys: list[str]) -> None:
-        """Drop the encoder states of items that got their ID."""
-        self.gen.forget(keys)
+    def ready(self) -> bool:
+        return True
+
+    def threads(self) -> int:
+        import torch
+        return torch.get_num_threads()
+
+    def propose(self, round_: int, texts: dict[str, str], tries: list[int], cfg: dict[str, Any], registry) -> int:
+        from .generator import Generator
+
+        settings = IdGenConfig.from_dict(cfg)
+        if self.gen is None or self.gen.max_text_tokens != settings.max_text_tokens:
+            self.gen = Generator(self.model, self.tokenizer, settings.max_text_tokens)
+        props = propose(self.gen, texts, list(texts), tries, settings)
+        return ray.get(registry.propose.remote(round_, props))
+
+    def forget(self, keys: list[str] | None) -> None:
+        """Drop the encoder states of items that got their ID (``None``: all, before a new run)."""
+        if self.gen is not None:
+            self.gen.forget(keys)
 
 
 def _init_ray(workers: int, ray_address: str | None) -> bool:
@@ -118,59 +133,83 @@ def _init_ray(workers: int, ray_address: str | None) -> bool:
     return True
 
 
+class RayIdGenerator:
+    """``workers`` proposer actors, one generator replica each, reused by every :meth:`generate` run (a context
+    manager: the actors, and a Ray instance started here, end with it)."""
+
+    def __init__(self, model, tokenizer, workers: int = 2, ray_address: str | None = None):
+        self.started = _init_ray(workers, ray_address)
+        self.workers = workers
+        gpus = ray.cluster_resources().get("GPU", 0)
+        num_gpus = min(1.0, gpus / workers) if gpus else 0
+        replica = copy.deepcopy(model).cpu().eval()
+        model_ref, tok_ref = ray.put(replica), ray.put(tokenizer)
+        self.actors = [Proposer.options(num_cpus=1, num_gpus=num_gpus, **RETRY).remote(model_ref, tok_ref)
+                       for _ in range(workers)]
+        ray.get([a.ready.remote() for a in self.actors])
+
+    def __enter__(self) -> "RayIdGenerator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.started:
+            ray.shutdown()
+
+    def generate(self, items: dict[str, str], cfg: IdGenConfig, previous: IdTable | None = None,
+                 state_dir: str | None = None, progress: bool = True) -> IdTable:
+        """Algorithm 1 over the actors; the same IdTable as :func:`idgen.algorithm.generate_ids`.
+
+        ``state_dir`` keeps the registry log (a rerun with the same folder resumes); by default a temporary folder.
+        """
+        own_dir = state_dir is None
+        state = Path(state_dir or tempfile.mkdtemp(prefix="idgen-registry-"))
+        state.mkdir(parents=True, exist_ok=True)
+        keys = sorted(items)
+        owner = {k: i % self.workers for i, batch in enumerate(chunks(keys, cfg.batch_size)) for k in batch}
+        settings = cfg.to_dict()
+        registry = Registry.options(name=f"idgen-registry-{uuid.uuid4().hex[:8]}", **RETRY).remote(
+            keys, settings, str(state / LOG_FILE))
+        ray.get([a.forget.remote(None) for a in self.actors])
+        bar = tqdm(total=0, desc=f"ID generation ({self.workers} Ray workers)", unit="proposal", disable=not progress)
+        try:
+            round_, pending = ray.get(registry.state.remote())
+            while pending:
+                calls: dict[Any, int] = {}
+                for w, actor in enumerate(self.actors):
+                    mine = [k for k in sorted(pending) if owner[k] == w]
+                    for batch in chunks(mine, cfg.batch_size):
+                        texts = {k: items[k] for k in batch}
+                        calls[actor.propose.remote(round_, texts, [pending[k] for k in batch], settings, registry)] = len(batch)
+                bar.total += len(pending)
+                bar.refresh()
+                waiting = list(calls)
+                while waiting:
+                    done, waiting = ray.wait(waiting, num_returns=1)
+                    ray.get(done)
+                    bar.update(calls[done[0]])
+                resolved = ray.get(registry.resolve.remote(round_))
+                for w, actor in enumerate(self.actors):
+                    actor.forget.remote([k for k in pending if k not in resolved and owner[k] == w])
+                pending = resolved
+                round_ += 1
+                bar.set_postfix(round=round_, pending=len(pending))
+            return ray.get(registry.table.remote(previous))
+        finally:
+            bar.close()
+            ray.kill(registry)
+            if own_dir:
+                shutil.rmtree(state, ignore_errors=True)
+
+
 def generate_ids_ray(model, tokenizer, items: dict[str, str], cfg: IdGenConfig, workers: int = 2,
                      ray_address: str | None = None, previous: IdTable | None = None, state_dir: str | None = None,
                      progress: bool = True) -> IdTable:
-    """Algorithm 1 over ``workers`` Ray actors; the same IdTable as :func:`idgen.algorithm.generate_ids`.
-
-    ``state_dir`` keeps the registry log (a rerun with the same folder resumes); by default a temporary folder.
-    """
-    started = _init_ray(workers, ray_address)
-    own_dir = state_dir is None
-    state = Path(state_dir or tempfile.mkdtemp(prefix="idgen-registry-"))
-    state.mkdir(parents=True, exist_ok=True)
-    keys = sorted(items)
-    owner = {k: i % workers for i, batch in enumerate(chunks(keys, cfg.batch_size)) for k in batch}
-    gpus = ray.cluster_resources().get("GPU", 0)
-    num_gpus = min(1.0, gpus / workers) if gpus else 0
-    retry = {"max_restarts": -1, "max_task_retries": -1}
-    registry = Registry.options(name=f"idgen-registry-{uuid.uuid4().hex[:8]}", **retry).remote(
-        keys, cfg.to_dict(), str(state / LOG_FILE))
-    replica = copy.deepcopy(model).cpu().eval()
-    model_ref, tok_ref = ray.put(replica), ray.put(tokenizer)
-    actors = [
-        Proposer.options(num_cpus=1, num_gpus=num_gpus, **retry).remote(
-            model_ref, tok_ref, {k: items[k] for k in keys if owner[k] == w}, cfg.to_dict(), registry)
-        for w in range(workers)
-    ]
-    bar = tqdm(total=0, desc=f"ID generation ({workers} Ray workers)", unit="proposal", disable=not progress)
-    try:
-        round_, pending = ray.get(registry.state.remote())
-        while pending:
-            calls: dict[Any, int] = {}
-            for w, actor in enumerate(actors):
-                mine = [k for k in sorted(pending) if owner[k] == w]
-                for batch in chunks(mine, cfg.batch_size):
-                    calls[actor.propose.remote(round_, batch, [pending[k] for k in batch])] = len(batch)
-            bar.total += len(pending)
-            bar.refresh()
-            waiting = list(calls)
-            while waiting:
-                done, waiting = ray.wait(waiting, num_returns=1)
-                ray.get(done)
-                bar.update(calls[done[0]])
-            resolved = ray.get(registry.resolve.remote(round_))
-            for w, actor in enumerate(actors):
-                actor.forget.remote([k for k in pending if k not in resolved and owner[k] == w])
-            pending = resolved
-            round_ += 1
-            bar.set_postfix(round=round_, pending=len(pending))
-        return ray.get(registry.table.remote(previous))
-    finally:
-        bar.close()
-        for actor in [*actors, registry]:
-            ray.kill(actor)
-        if started:
-            ray.shutdown()
-        if own_dir:
-            shutil.rmtree(state, ignore_errors=True)
+    """One :meth:`RayIdGenerator.generate` run on a fresh set of ``workers`` actors."""
+    with RayIdGenerator(model, tokenizer, workers, ray_address) as pool:
+        return pool.generate(items, cfg, previous=previous, state_dir=state_dir, progress=progress)

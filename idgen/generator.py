@@ -14,6 +14,7 @@ import torch
 
 from genrec.dist import device as default_device
 from genrec.modeling import load_t5, model_from_config
+from genrec.t5step import encode
 
 
 @dataclass
@@ -52,7 +53,6 @@ class Generator:
     def encode(self, items: dict[str, str], batch_size: int = 64) -> None:
         """Run the encoder over the items not cached yet (each item once, ever)."""
         todo = [k for k in items if k not in self._cache]
-        encoder = self.model.get_encoder()
         for start in range(0, len(todo), batch_size):
             keys = todo[start:start + batch_size]
             ids = self.tokenize([items[k] for k in keys])
@@ -60,7 +60,7 @@ class Generator:
             width = max(lengths)
             input_ids = torch.tensor([x + [self.tokenizer.pad_token_id] * (width - len(x)) for x in ids], device=self.device)
             mask = (torch.arange(width, device=self.device)[None, :] < torch.tensor(lengths, device=self.device)[:, None]).long()
-            states = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            states = encode(self.model, input_ids, mask)
             for key, n, s in zip(keys, lengths, states):
                 self._cache[key] = s[:n].to("cpu", copy=True)
 

@@ -107,10 +107,14 @@ def test_dbs_diversity_and_length_window(tokenizer, synth_dataset):
         assert all(10 <= len(s) < 20 for s in seqs)
 
 
-def test_colliding_items_get_unique_ids_independent_of_batch_size(tokenizer, colliding):
+def test_colliding_items_get_unique_ids_independent_of_batch_size(tokenizer, colliding, monkeypatch):
+    import idgen.generator
+
     model = tiny_generator(tokenizer)
     encoded = []
-    model.get_encoder().register_forward_pre_hook(lambda m, args, kw: encoded.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    real_encode = idgen.generator.encode
+    monkeypatch.setattr(idgen.generator, "encode",
+                        lambda m, ids, mask: encoded.append(ids.shape[0]) or real_encode(m, ids, mask))
     cfg = IdGenConfig(batch_size=8, max_text_tokens=48)
     table = generate_ids(model, tokenizer, colliding, cfg, progress=False)
     table.check()

@@ -138,6 +138,13 @@ def test_evaluate_finds_a_memorised_target(export_dir, synth_dataset, tokenizer)
     m = evaluate(model, tokenizer, table, synth_dataset, "test", {"eval": {"ks": [1], "num_beams": 4}}, progress=False)
     share = sum(s.target == favourite for s in leave_one_out(synth_dataset, "test")) / m["users"]
     assert share > 0 and m["HR@1"] == pytest.approx(share)
+    # eval.valid_users: validation on a fixed sample of users (the same one each time); test stays complete
+    cfg = {"eval": {"ks": [1], "num_beams": 4, "valid_users": 25}}
+    valid = leave_one_out(synth_dataset, "valid")
+    assert len(valid) > 25
+    first, again = (evaluate(model, tokenizer, table, synth_dataset, "valid", cfg, progress=False) for _ in range(2))
+    assert first == again and first["users"] == 25
+    assert evaluate(model, tokenizer, table, synth_dataset, "test", cfg, progress=False) == m
 
 
 def test_checkpoint_errors(export_dir, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -34,6 +35,9 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "length_penalty": 1.0,
     "early_stopping": False,
     "exclude_history": False,
+    # the valid split on a fixed random sample of this many users (0: all), to keep model selection cheap on big
+    # datasets; the test split is always evaluated in full
+    "valid_users": 0,
     # auto: the checkpoint's idtable when it names every item of the dataset, else the generator names them all;
     # generate: always the generator (zero-shot); idtable: always the table
     "ids": "auto",
@@ -144,6 +148,9 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
     samples = leave_one_out(dataset, split, settings["max_history"])  # type: ignore[arg-type]
     if not samples:
         raise DataError(dataset.name or "<dataset>", None, f"no user has a {split} sample (every sequence is too short)")
+    if split == "valid" and 0 < settings["valid_users"] < len(samples):
+        chosen = sorted(random.Random(0).sample(range(len(samples)), settings["valid_users"]))
+        samples = [samples[i] for i in chosen]
     missing = sorted({k for s in samples for k in (*s.history, s.target)} - set(idtable.ids))
     if missing:
         raise DataError(dataset.name or "<dataset>", None, f"{len(missing)} items have no ID in the ID table, e.g. {missing[:5]}")
