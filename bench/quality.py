@@ -56,18 +56,16 @@ def machine() -> dict[str, Any]:
 
 
 def run_popularity(args, dataset) -> dict[str, Any]:
-    from genrec.baselines.popularity import Popularity
-    from genrec.metrics import hr_ndcg
     from genrec.splits import leave_one_out
+    from zeroshot.harness import popularity_metrics
 
     t0 = time.perf_counter()
-    train = leave_one_out(dataset, "train", args.max_history)
-    model = Popularity.fit(train, dataset.items)
-    train_s = time.perf_counter() - t0
-    result: dict[str, Any] = {"train_s": train_s, "samples_seen": len(train), "config": {"exclude_history": args.exclude_history}}
+    samples_seen = len(leave_one_out(dataset, "train", args.max_history))
+    cfg = {"eval": {"max_history": args.max_history, "exclude_history": args.exclude_history}}
+    result: dict[str, Any] = {"samples_seen": samples_seen, "config": {"exclude_history": args.exclude_history}}
     for split in ("valid", "test"):
-        samples = leave_one_out(dataset, split, args.max_history)
-        result[split] = hr_ndcg(model.recommend(samples, 10, args.exclude_history), [s.target for s in samples])
+        result[split] = popularity_metrics(dataset, split, cfg)
+    result["train_s"] = time.perf_counter() - t0
     return result
 
 

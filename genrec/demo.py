@@ -191,17 +191,15 @@ def _has_cuda() -> bool:
 
 def baseline_rows(dataset, split: str, seed: int) -> list[dict[str, Any]]:
     """Popularity (training-target counts of this dataset) and a seeded random ranking, on ``split``."""
-    from .baselines.popularity import Popularity
-    from .metrics import hr_ndcg
-    from .splits import leave_one_out
+    from zeroshot.harness import eval_samples, eval_settings, popularity_metrics
 
-    samples = leave_one_out(dataset, split)
-    pop = Popularity.fit(leave_one_out(dataset, "train"), dataset.items)
+    from .metrics import hr_ndcg
+
+    samples = eval_samples(dataset, split, eval_settings(None))
     targets = [s.target for s in samples]
     rng = random.Random(seed)
     keys = sorted(dataset.items)
-    return [{"method": "popularity", "dataset": dataset.name, "users": len(samples),
-             **hr_ndcg(pop.recommend(samples, 10), targets)},
+    return [{"method": "popularity", "dataset": dataset.name, **popularity_metrics(dataset, split)},
             {"method": "random", "dataset": dataset.name, "users": len(samples),
              **hr_ndcg([rng.sample(keys, 10) for _ in samples], targets)}]
 

@@ -34,7 +34,7 @@ def main() -> None:
     trainer = Trainer(cfg, LeaveOneOutSource(dataset), Path(out), tokenizer=load_tokenizer(cfg["tokenizer"]["path"]),
                       eval_dataset=dataset)
     summary = trainer.fit()
-    weights = {name: digest(engine.module) for name, engine in trainer.engines.items()}
+    weights = {name: digest(trainer._plain(name)) for name in trainer.engines}  # gathered under ZeRO-3
     (Path(out) / f"rank{dist.rank()}.json").write_text(json.dumps({"weights": weights, "summary": summary}, default=str))
 
 

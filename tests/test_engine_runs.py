@@ -1,4 +1,4 @@
-"""End-to-end trainer runs on CPU: 2-process ZeRO-2 alternating schedule with synchronised weights, exact resume
+"""End-to-end trainer runs on CPU: 2-process ZeRO-2 and ZeRO-3 alternating schedule with synchronised weights, exact resume
 after SIGKILL, and a recommender that beats its untrained self on validation."""
 from __future__ import annotations
 
@@ -63,8 +63,10 @@ def losses(run: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_two_process_zero2_alternating_schedule_syncs_weights(tmp_path, synth_dir, tokenizer_dir):
-    cfg = write_config(tmp_path, tokenizer_dir, train={"max_steps_per_epoch": 4})
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_two_process_alternating_schedule_syncs_weights(tmp_path, synth_dir, tokenizer_dir, zero):
+    """ZeRO-2 and ZeRO-3 (partitioned parameters, gathered for decoding, ID generation and export)."""
+    cfg = write_config(tmp_path, tokenizer_dir, train={"max_steps_per_epoch": 4}, deepspeed={"config": zero})
     run = tmp_path / "run"
     finish(torchrun(2, ["tests/engine_worker.py", str(cfg), str(synth_dir), str(run)]))
     ranks = [json.loads((run / f"rank{r}.json").read_text()) for r in range(2)]

@@ -170,9 +170,18 @@ def test_zeroshot_cli_table_and_json(export_dir, synth_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "NDCG@10" in printed and "synth" in printed
     res = json.loads(out.read_text())
-    (row,) = res["rows"]
+    row, pop = res["rows"]
     assert row["method"] == "idgenrec" and row["dataset"] == "synth" and res["split"] == "valid"
     assert row["users"] == len(leave_one_out(Dataset.load(synth_dir), "valid"))
+    # the popularity reference, fitted on the dataset's training split, on the same users
+    from genrec.baselines.popularity import Popularity
+    from genrec.metrics import hr_ndcg
+
+    ds = Dataset.load(synth_dir)
+    valid = leave_one_out(ds, "valid", 20)
+    expect = hr_ndcg(Popularity.fit(leave_one_out(ds, "train"), ds.items).recommend(valid, 10), [s.target for s in valid])
+    assert pop["method"] == "popularity" and pop["users"] == row["users"]
+    assert {k: pop[k] for k in expect} == pytest.approx(expect)
 
 
 def test_cli_errors(export_dir, synth_dir, tmp_path):
@@ -221,7 +230,7 @@ def test_zeroshot_names_unseen_items_with_the_generator(export_dir, synth_dir, t
     out = tmp_path / "gen.json"
     assert run_cli(["zeroshot", "--checkpoint", str(export_dir), "--dataset", f"unseen={other}", "--out", str(out),
                     "eval.num_beams=10", "eval.batch_size=32"]) == 0
-    (row,) = json.loads(out.read_text())["rows"]
+    row, _popularity = json.loads(out.read_text())["rows"]
     assert row["dataset"] == "unseen" and row["users"] == len(leave_one_out(Dataset.load(other), "test"))
 
 
@@ -249,9 +258,9 @@ def test_two_ranks_count_every_user_once(export_dir, synth_dir, tmp_path):
            __file__, *argv, "--out", str(two)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (r1,), (r2,) = json.loads(one.read_text())["rows"], json.loads(two.read_text())["rows"]
+    (r1, p1), (r2, p2) = json.loads(one.read_text())["rows"], json.loads(two.read_text())["rows"]
     assert r2["users"] == r1["users"] == len(leave_one_out(Dataset.load(synth_dir), "test"))
-    assert r2 == pytest.approx(r1)
+    assert r2 == pytest.approx(r1) and p2 == pytest.approx(p1)
 
 
 if __name__ == "__main__":  # the torchrun entry point of the test above

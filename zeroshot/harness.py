@@ -133,6 +133,36 @@ def dataset_ids(ckpt: Checkpoint, dataset: Dataset, cfg: Mapping[str, Any]) -> I
     return generate_item_ids(ckpt, {k: it.text for k, it in dataset.items.items()}, cfg)
 
 
+def eval_samples(dataset: Dataset, split: str, settings: Mapping[str, Any]) -> list:
+    """The leave-one-out samples of ``split`` that an evaluation scores (``eval.valid_users`` subsamples valid)."""
+    samples = leave_one_out(dataset, split, settings["max_history"])
+    if not samples:
+        raise DataError(dataset.name or "<dataset>", None, f"no user has a {split} sample (every sequence is too short)")
+    if split == "valid" and 0 < settings["valid_users"] < len(samples):
+        chosen = sorted(random.Random(0).sample(range(len(samples)), settings["valid_users"]))
+        samples = [samples[i] for i in chosen]
+    return samples
+
+
+def popularity_metrics(dataset: Dataset, split: str, cfg: Mapping[str, Any] | None = None,
+                       fit_dataset: Dataset | None = None) -> dict[str, float]:
+    """HR@k / NDCG@k of the popularity baseline on the very users :func:`evaluate` scores.
+
+    Items are ranked by how often they are a training target of ``fit_dataset`` (default ``dataset`` itself: a
+    supervised reference that a zero-shot model does not get), restricted to ``dataset``'s items; ``eval`` settings
+    (``ks``, ``max_history``, ``exclude_history``, ``valid_users``) apply as in :func:`evaluate`.
+    """
+    from genrec.baselines.popularity import Popularity
+    from genrec.metrics import hr_ndcg
+
+    settings = eval_settings(cfg)
+    samples = eval_samples(dataset, split, settings)
+    fit = leave_one_out(fit_dataset or dataset, "train", settings["max_history"])
+    model = Popularity.fit([s for s in fit if s.target in dataset.items], dataset.items)
+    ranked = model.recommend(samples, max(settings["ks"]), settings["exclude_history"])
+    return {"users": len(samples), **hr_ndcg(ranked, [s.target for s in samples], settings["ks"])}
+
+
 def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, cfg: Mapping[str, Any] | None = None,
              progress: bool = True) -> dict[str, float]:
     """HR@k / NDCG@k of ``model`` on ``split`` of ``dataset``, ranking all items of ``idtable``; every rank returns them.
@@ -145,12 +175,7 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
     from genrec.trie import PrefixTrie
 
     settings = eval_settings(cfg)
-    samples = leave_one_out(dataset, split, settings["max_history"])  # type: ignore[arg-type]
-    if not samples:
-        raise DataError(dataset.name or "<dataset>", None, f"no user has a {split} sample (every sequence is too short)")
-    if split == "valid" and 0 < settings["valid_users"] < len(samples):
-        chosen = sorted(random.Random(0).sample(range(len(samples)), settings["valid_users"]))
-        samples = [samples[i] for i in chosen]
+    samples = eval_samples(dataset, split, settings)
     missing = sorted({k for s in samples for k in (*s.history, s.target)} - set(idtable.ids))
     if missing:
         raise DataError(dataset.name or "<dataset>", None, f"{len(missing)} items have no ID in the ID table, e.g. {missing[:5]}")
