@@ -2,12 +2,13 @@
 
 The trainer reads data only through the ``SampleSource`` protocol (documented in ``pretrain/engine.py`` and
 docs/architecture.md); this module holds the protocol and its in-memory implementation. Sources yield ``Sample``s
-(item keys, never IDs): the trainer renders prompts with the *current* IdTable.
+(item keys, never IDs): the trainer renders prompts with the *current* IdTable, through the ``transform`` it gives
+``epoch`` (a streaming source applies it in its DataLoader workers).
 """
 from __future__ import annotations
 
 import random
-from typing import Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from genrec.dataset import Dataset, Item
 from genrec.splits import Sample, leave_one_out
@@ -16,7 +17,8 @@ from genrec.splits import Sample, leave_one_out
 class SampleSource(Protocol):
     items: dict[str, Item]
 
-    def epoch(self, epoch: int, rank: int, world: int, seed: int) -> Iterator[Sample]: ...
+    def epoch(self, epoch: int, rank: int, world: int, seed: int,
+              transform: Callable[[Sample], Any] | None = None) -> Iterator[Any]: ...
 
     def state(self) -> dict: ...
 
@@ -53,14 +55,16 @@ class LeaveOneOutSource:
         rng.shuffle(order)
         return order
 
-    def epoch(self, epoch: int, rank: int, world: int, seed: int) -> Iterator[Sample]:
-        """This rank's samples of ``epoch`` (deterministic in ``seed``/``epoch``), continuing a restored position."""
+    def epoch(self, epoch: int, rank: int, world: int, seed: int,
+              transform: Callable[[Sample], Any] | None = None) -> Iterator[Any]:
+        """This rank's samples of ``epoch`` (deterministic in ``seed``/``epoch``), continuing a restored position;
+        ``transform(sample)`` instead of the sample when given."""
         mine = self._order(epoch, seed)[rank::world]
         start, self._start = self._start, 0
         self._position = start
         for i in mine[start:]:
             self._position += 1
-            yield self.samples[i]
+            yield self.samples[i] if transform is None else transform(self.samples[i])
 
     def __len__(self) -> int:
         return len(self.samples) if not self.prefixes_per_user else len(self._order(0, 0))

@@ -8,7 +8,7 @@ import pytest
 from genrec.io import DataError
 from genrec.prompts import PromptBuilder
 from idgen.idtable import IdTable
-from pretrain.batching import EpochBatches, Renderer, collate, collate_generator, token_budget_batches
+from pretrain.batching import EpochBatches, Renderer, RenderTransform, collate, collate_generator, token_budget_batches
 from pretrain.dsconfig import resolve
 from pretrain.engine import GEN, REC, schedule
 from pretrain.sources import LeaveOneOutSource
@@ -77,6 +77,17 @@ def test_generator_collate_spans_point_at_item_tokens(synth_dataset, renderer, t
         row, start, n, u = int(sp.batch[o]), int(sp.start[o]), int(sp.length[o]), int(sp.item[o])
         assert t["input_ids"][row, start:start + n].tolist() == t["id_ids"][u, :n].tolist()
         assert int(t["id_mask"][u].sum()) == n
+
+
+def test_render_transform_depends_only_on_the_sample(synth_dataset, renderer):
+    samples = LeaveOneOutSource(synth_dataset).samples[:300]
+    transform = RenderTransform(renderer, seed=3, epoch=1)
+    forward = [transform(s) for s in samples]
+    assert forward == [RenderTransform(renderer, 3, 1)(s) for s in reversed(samples)][::-1]  # order-free
+    templates = [transform.template(s) for s in samples]
+    assert len(set(templates)) == renderer.n_templates  # every template is used
+    assert templates != [RenderTransform(renderer, 3, 2).template(s) for s in samples]  # redrawn per epoch
+    assert {RenderTransform(renderer, 3, 1, train=False).template(s) for s in samples} == {0}
 
 
 def test_epoch_batches_resume_mid_epoch(synth_dataset, renderer):

@@ -13,6 +13,7 @@ from genrec.io import DataError
 from genrec.prompts import PromptBuilder
 from genrec.splits import Sample
 from idgen.idtable import IdTable
+from pretrain.batching import Renderer, RenderTransform
 from pretrain.shards import (
     ShardSource,
     _interleave,
@@ -106,6 +107,9 @@ def test_changing_the_idtable_changes_prompts_not_shards(shard_dir, tokenizer):
     plain = list(src.epoch(0, 0, 1, seed=3))
     assert len(p1) == len(p2) == 96 and all(a != b for a, b in zip(p1, p2))
     assert p1 == [render(t1)(s) for s in plain]  # same samples, same order, rendered in the workers
+    # the trainer's transform (template chosen by a hash of the sample) gives the same Examples in the workers
+    transform = RenderTransform(Renderer(builder, t1.token_ids(tokenizer)), seed=3, epoch=0)
+    assert list(src.epoch(0, 0, 1, seed=3, transform=transform)) == [transform(s) for s in plain]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
