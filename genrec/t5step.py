@@ -61,8 +61,8 @@ class T5StepDecoder:
     """One decoder token per :meth:`step` for ``n`` inputs x ``beams`` rows, beam ``j`` of input ``i`` at row
     ``i * beams + j``.
 
-    Inference only (no gradients). The first step may be fed one token per input (all beams start identical): its logits are then ``[n, vocab]``
-    and its cache entries are copied to every beam of the input.
+    Inference only (no gradients). The first step may be fed one token per input (all beams start identical): its
+    output is then ``[n, d]`` and its cache entries are copied to every beam of the input.
     """
 
     CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}  # logits per chunk in :meth:`log_probs_at`, by device type
