@@ -370,7 +370,7 @@ class Trainer:
         result = evaluate(model, self.tokenizer, idtable or self.idtable, self.eval_dataset, split, self.cfg,
                           progress=False)
         model.train(was)
-        return {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
+        return {k: v if k == "users" else float(v) for k, v in result.items() if isinstance(v, (int, float))}
 
     def _after_stage(self, rnd: int, kind: str, stats: dict[str, float]) -> None:
         entry: dict[str, Any] = {"round": rnd, "stage": kind, **stats}
