@@ -23,7 +23,6 @@ import torch
 from .t5step import T5StepDecoder, encode
 from .trie import PrefixTrie
 
-RETIRE = 8
 NEG = -1.0e9  # the score Hugging Face gives to beams and slots that must not win
 Ranking = list[tuple[str, float]]
 
@@ -140,7 +139,7 @@ def _search(
         if bool(hits.all()) or bool(done.all()):
             break
         decoder.reorder(flat_src)
-        if int(done.sum()) * RETIRE >= n:  # retiring copies the caches of the others: worth it for >= 1/8 of the batch
+        if int(done.sum()) * 8 >= n:  # retiring copies the caches of the others: worth it for >= 1/8 of the batch
             collect(done.nonzero().flatten())
             live = (~done).nonzero().flatten()
             users, improvable = users[live], improvable[live]

@@ -103,10 +103,6 @@ class Proposer:
     def ready(self) -> bool:
         return True
 
-    def threads(self) -> int:
-        import torch
-        return torch.get_num_threads()
-
     def propose(self, round_: int, texts: dict[str, str], tries: list[int], cfg: dict[str, Any], registry) -> int:
         from .generator import Generator
 

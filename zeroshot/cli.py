@@ -74,8 +74,8 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         table = dataset_ids(ckpt, ds, cfg)
         metrics = evaluate(ckpt.recommender, ckpt.tokenizer, table, ds, args.split, cfg)
         rows.append({"method": "idgenrec", "dataset": ds.name, **metrics})
-        # the reference a zero-shot number needs: popularity fitted on the dataset's own training split
-        rows.append({"method": "popularity", "dataset": ds.name, **popularity_metrics(ds, args.split, cfg)})
+        if dist.is_main():  # the reference a zero-shot number needs: popularity fitted on the dataset's training split
+            rows.append({"method": "popularity", "dataset": ds.name, **popularity_metrics(ds, args.split, cfg)})
     if dist.is_main():
         print(format_table(rows, metric_names(settings["ks"])))
         write_results(args.out, rows, {"checkpoint": str(args.checkpoint), "split": args.split, "eval": settings})
