@@ -254,7 +254,7 @@ def test_two_ranks_count_every_user_once(export_dir, synth_dir, tmp_path):
     argv = ["zeroshot", "--checkpoint", str(export_dir), "--dataset", f"synth={synth_dir}", *OVERRIDES]
     assert run_cli([*argv, "--out", str(one)]) == 0
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            __file__, *argv, "--out", str(two)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
