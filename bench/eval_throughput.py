@@ -3,10 +3,13 @@
 
 Beauty with all 12,101 items in the trie; IDs are the reference's phase-0 IDs (one item has an empty ID there and
 gets the fallback ID ``item <key>``, reported in the JSON); a SentencePiece tokenizer trained on Beauty item text;
-a tiny random T5 recommender; 20 beams; the first ``--users`` test users. Prints users/s of both, their ratio and
-whether the top-10 lists are identical on the users both decoded. Writes JSON (``bench/out/eval_throughput.json``).
+a tiny random T5 recommender; 20 beams; the first ``--users`` test users. Ours runs with 1 and (on a CPU) 2 worker
+threads (``rank_prompts(workers=...)``). The decoders take turns for ``--rounds`` rounds (ours on all users, the
+reference on a slice of ``--hf-users``), so both see the same spells of a shared machine. Prints users/s of each,
+the ratios, and whether the top-10 lists are identical on the users both decoded (and across all our runs). Writes
+JSON (``bench/out/eval_throughput.json``).
 
-    python bench/eval_throughput.py [--users 1000] [--hf-users 1000] [--hf-budget-s 300] [--batch-size 64]
+    python bench/eval_throughput.py [--users 1000] [--hf-users 300] [--rounds 3] [--batch-size 64]
 """
 from __future__ import annotations
 
@@ -56,12 +59,8 @@ def nested_trie(trie: PrefixTrie) -> dict:
     return root
 
 
-def hf_rankings(model, prompts: list[list[int]], trie: PrefixTrie, num_beams: int, k: int, device,
-                budget_s: float = float("inf")) -> list[list[str]]:
-    """The reference's way: one user per ``generate`` call, a Python walk of the nested dict per beam per step.
-
-    Stops after ``budget_s`` seconds (the users/s estimate then rests on the users done so far).
-    """
+def hf_rankings(model, prompts: list[list[int]], trie: PrefixTrie, num_beams: int, k: int, device) -> list[list[str]]:
+    """The reference's way: one user per ``generate`` call, a Python walk of the nested dict per beam per step."""
     root = nested_trie(trie)
     pad = trie.pad_token_id
     inverse = {tuple(trie.sequence(i)[:-1]): key for i, key in enumerate(trie.keys)}
@@ -75,10 +74,7 @@ def hf_rankings(model, prompts: list[list[int]], trie: PrefixTrie, num_beams: in
         return list(node) or [pad]
 
     out: list[list[str]] = []
-    start = time.perf_counter()
     for prompt in tqdm(prompts, desc="HF generate", unit="user"):
-        if time.perf_counter() - start > budget_s:
-            break
         gen = model.generate(input_ids=torch.tensor([prompt], device=device), num_beams=num_beams,
                              num_return_sequences=num_beams, max_length=trie.max_depth + 1, do_sample=False,
                              prefix_allowed_tokens_fn=allowed, output_scores=True, return_dict_in_generate=True)
@@ -105,11 +101,11 @@ def main() -> None:
     ap.add_argument("--tokenizer", default="bench/out/beauty_tokenizer", help="trained here once, then reused")
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--users", type=int, default=1000)
-    ap.add_argument("--hf-users", type=int, default=1000, help="users decoded the reference way (a prefix of --users)")
-    ap.add_argument("--hf-budget-s", type=float, default=float("inf"), help="stop the reference decoding after this long")
+    ap.add_argument("--hf-users", type=int, default=300, help="users decoded the reference way (a prefix of --users)")
     ap.add_argument("--beams", type=int, default=20)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of both decoders")
     ap.add_argument("--out", default="bench/out/eval_throughput.json")
     args = ap.parse_args()
 
@@ -132,37 +128,54 @@ def main() -> None:
     model = build_t5(len(tokenizer), d_model=64, d_ff=256, d_kv=16, num_layers=2, num_decoder_layers=2,
                      num_heads=4).to(device).eval()
 
-    rank_prompts(model, prompts[: args.batch_size], trie, args.batch_size, args.beams, args.k)  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    ours = rank_prompts(model, prompts, trie, args.batch_size, args.beams, args.k, progress=True)
-    sync(device)
-    ours_s = time.perf_counter() - t0
-
-    hf_rankings(model, prompts[:1], trie, args.beams, args.k, device)  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    ref = hf_rankings(model, prompts[: args.hf_users], trie, args.beams, args.k, device, args.hf_budget_s)
-    sync(device)
-    hf_s = time.perf_counter() - t0
+    workers = [1, 2] if device.type == "cpu" else [1]
+    for w in workers:  # warm-up
+        rank_prompts(model, prompts[: 2 * args.batch_size], trie, args.batch_size, args.beams, args.k, workers=w)
+    hf_rankings(model, prompts[:1], trie, args.beams, args.k, device)
+    # Rounds alternate between the two decoders, so a slower or faster spell of a shared machine hits both alike:
+    # each round decodes all users our way (once per worker setting) and the next slice of users the reference way.
+    ours_s = {w: 0.0 for w in workers}
+    ours: list | None = None
+    ref: list[list[str]] = []
+    hf_s, hf_slices = 0.0, [list(range(min(args.hf_users, len(prompts))))[r:: args.rounds] for r in range(args.rounds)]
+    for r in range(args.rounds):
+        for w in workers:
+            sync(device)
+            t0 = time.perf_counter()
+            ranked = rank_prompts(model, prompts, trie, args.batch_size, args.beams, args.k, progress=True, workers=w)
+            got = [[key for key, _ in r] for r in ranked]
+            sync(device)
+            ours_s[w] += time.perf_counter() - t0
+            if ours is not None and got != ours:
+                raise SystemExit(f"round {r}, workers={w}: rankings differ from the first run")
+            ours = got
+        t0 = time.perf_counter()
+        ref += hf_rankings(model, [prompts[i] for i in hf_slices[r]], trie, args.beams, args.k, device)
+        sync(device)
+        hf_s += time.perf_counter() - t0
     n_hf = len(ref)
 
-    ours_top = [[key for key, _ in r] for r in ours[:n_hf]]
+    ours_top = [ours[i] for part in hf_slices for i in part]
     identical = sum(a == b for a, b in zip(ours_top, ref))
+    hf_rate = n_hf / hf_s
+    rates = {w: args.rounds * len(prompts) / ours_s[w] for w in workers}
     res = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "items_in_trie": len(trie), "trie_nodes": trie.num_nodes, "trie_max_depth": trie.max_depth,
         "trie_build_s": round(build_s, 3), "fallback_ids": {k: table.ids[k] for k in fallback},
         "tokenizer_vocab": len(tokenizer), "beams": args.beams, "k": args.k, "batch_size": args.batch_size,
-        "users": len(prompts), "hf_users": n_hf,
-        "hf_batch1_users_per_s": n_hf / hf_s, "ours_batched_users_per_s": len(prompts) / ours_s,
-        "speedup": (len(prompts) / ours_s) / (n_hf / hf_s),
+        "users": len(prompts), "rounds": args.rounds, "hf_users": n_hf,
+        "hf_batch1_users_per_s": hf_rate,
+        "ours_batched_users_per_s": {f"workers={w}": rates[w] for w in workers},
+        "speedup": {f"workers={w}": rates[w] / hf_rate for w in workers},
         "top10_identical_users": identical, "top10_identical": identical == n_hf,
     }
-    print(f"{'decoder':<34} {'users':>6} {'users/s':>10}")
-    print(f"{'HF generate, batch 1, dict trie':<34} {n_hf:>6} {res['hf_batch1_users_per_s']:>10.2f}")
-    print(f"{'genrec.decoding, batch ' + str(args.batch_size):<34} {len(prompts):>6} {res['ours_batched_users_per_s']:>10.2f}")
-    print(f"speedup {res['speedup']:.1f}x; top-{args.k} identical for {identical}/{n_hf} users; device {res['device']}")
+    print(f"{'decoder':<38} {'users':>6} {'users/s':>10} {'ratio':>7}")
+    print(f"{'HF generate, batch 1, dict trie':<38} {n_hf:>6} {hf_rate:>10.2f} {1:>7.1f}")
+    for w in workers:
+        name = f"genrec.decoding, batch {args.batch_size}, {w} worker{'s' if w > 1 else ''}"
+        print(f"{name:<38} {args.rounds * len(prompts):>6} {rates[w]:>10.2f} {rates[w] / hf_rate:>6.1f}x")
+    print(f"top-{args.k} identical for {identical}/{n_hf} users; {args.rounds} alternating rounds; device {res['device']}")
     print(f"trie: {len(trie)} items, {trie.num_nodes} nodes, depth {trie.max_depth}, built in {build_s:.2f}s; fallback IDs {res['fallback_ids']}")
     with atomic_write(args.out) as f:
         json.dump(res, f, indent=2)

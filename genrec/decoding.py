@@ -225,16 +225,32 @@ def rank_prompts(
     early_stopping: bool | str = False,
     exclude: Sequence[Sequence[int]] | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> list[Ranking]:
-    """Rankings for many prompts, in input order; prompts are batched by length (shortest first) to limit padding."""
+    """Rankings for many prompts, in input order; prompts are batched by length (shortest first) to limit padding.
+
+    On a CPU, ``workers`` batches are decoded side by side by as many threads, each running its operations on
+    ``torch.get_num_threads() // workers`` cores (default: 2 workers when there are at least 2 threads, 1 on other
+    devices). A search step is a few hundred small operations that gain little from a second core, so two batches
+    side by side use two cores better than one batch spread over both (``bench/eval_throughput.py``). Each batch is
+    decoded on its own, so the rankings do not depend on ``workers``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     device = trie.device
+    threads = torch.get_num_threads()
+    if workers is None:
+        workers = 2 if device.type == "cpu" and threads >= 2 else 1
+    if workers < 1 or (workers > 1 and device.type != "cpu"):
+        raise ValueError(f"workers={workers}: must be >= 1, and 1 unless decoding on a CPU")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     results: list[Ranking] = [[] for _ in prompts]
     bar = tqdm(total=len(prompts), desc="decode", unit="user", disable=not progress)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+
+    def decode(idx: list[int]) -> None:
         ids, mask = pad_batch([prompts[i] for i in idx], trie.pad_token_id, device)
         ranked = constrained_beam_search(
             model, ids, mask, trie, num_beams=num_beams, k=k, length_penalty=length_penalty,
@@ -243,5 +259,21 @@ def rank_prompts(
         for i, r in zip(idx, ranked):
             results[i] = r
         bar.update(len(idx))
-    bar.close()
+
+    was_training = model.training
+    model.eval()  # once for all threads (each search would otherwise restore the mode while another runs)
+    try:
+        if workers == 1:
+            for idx in batches:
+                decode(idx)
+        else:
+            torch.set_num_threads(max(1, threads // workers))  # read by each new thread at its first operation
+            try:
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(decode, batches))
+            finally:
+                torch.set_num_threads(threads)
+    finally:
+        model.train(was_training)
+        bar.close()
     return results

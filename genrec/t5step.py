@@ -5,7 +5,8 @@ cross-attention keys/values are projected and stored per beam, and every step re
 recommender's constrained beam search (paper 2.4, 20 beams) and the generator's diverse beam search (Algorithm 1,
 10 groups) all beams of one input attend to the same encoder states, so :class:`T5StepDecoder` projects them once
 per input and lets the input's ``beams`` queries attend together (one ``[beams x L]`` product per head). The
-self-attention cache is kept contiguous. A step returns the decoder output of the new token;
+self-attention cache is time-major and preallocated, so reordering beams is one gather per layer and a step writes
+one slice. A step returns the decoder output of the new token;
 :meth:`T5StepDecoder.log_probs_at` turns it into the log-probabilities of just the tokens a search asks for, with the
 softmax normaliser computed a hundred-odd rows at a time in one reused buffer: a fresh ``[1280 x 8000]`` logit
 matrix per step costs more in page faults (allocations above glibc's 32 MiB mmap threshold) than in arithmetic on a
@@ -36,16 +37,21 @@ def encode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torc
     cfg = model.config
     length = input_ids.shape[1]
     rows = max(1, ATTENTION_ELEMENTS // (cfg.num_heads * length * length))
-    bias = blocks[0].layer[0].SelfAttention.compute_bias(length, length, device=input_ids.device)  # [1, H, L, L]
+    bias = blocks[0].layer[0].SelfAttention.compute_bias(length, length, device=input_ids.device)
+    bias = bias.contiguous()  # [1, H, L, L], so that bias + mask is contiguous and views as [rows * H, L, L]
     out = []
     for ids, mask in zip(input_ids.split(rows), attention_mask.split(rows)):
         h = stack.embed_tokens(ids)
         scores_bias = bias.to(h.dtype) + ((1.0 - mask.to(h.dtype)) * torch.finfo(h.dtype).min)[:, None, None, :]
+        scores_bias = scores_bias.view(-1, length, length)  # [rows * H, L, L]
         for blk in blocks:
             attn = blk.layer[0].SelfAttention
             x = blk.layer[0].layer_norm(h)
             q, k, v = (_heads(proj(x), cfg.num_heads) for proj in (attn.q, attn.k, attn.v))
-            weights = torch.softmax(q @ k.transpose(-1, -2) + scores_bias, dim=-1)
+            # the bias enters the product as its accumulator (one pass over the scores fewer than ``q @ k + bias``)
+            q, k = q.reshape(-1, length, cfg.d_kv), k.reshape(-1, length, cfg.d_kv)
+            scores = torch.baddbmm(scores_bias, q, k.transpose(1, 2))
+            weights = torch.softmax(scores, dim=-1).view(len(ids), cfg.num_heads, length, length)
             h = h + attn.o((weights @ v).transpose(1, 2).flatten(2))
             h = blk.layer[-1](h)
         out.append(stack.final_layer_norm(h))
@@ -81,8 +87,10 @@ class T5StepDecoder:
         self.cross_k = [self._heads(a.k(hidden)).transpose(-1, -2).contiguous() for a in cross]  # [n, H, d_kv, L]
         self.cross_v = [self._heads(a.v(hidden)).contiguous() for a in cross]  # [n, H, L, d_kv]
         self.cross_bias = ((1.0 - attention_mask.to(dtype)) * torch.finfo(dtype).min)[:, None, None, :]
-        self.self_k: list[torch.Tensor] = [hidden.new_empty(0)] * len(self.blocks)  # [n * beams, H, steps, d_kv]
-        self.self_v: list[torch.Tensor] = [hidden.new_empty(0)] * len(self.blocks)
+        # self-attention cache, time-major: [capacity, n * beams, H, d_kv] per layer (see :meth:`_append`)
+        self.self_k: list[torch.Tensor] = []
+        self.self_v: list[torch.Tensor] = []
+        self.spare: list[torch.Tensor] = []  # buffers :meth:`reorder` gathers into, then swaps with the cache
         bias = self.blocks[0].layer[0].SelfAttention.compute_bias(max_steps, max_steps, device=hidden.device)
         self.position_bias = bias[0].to(dtype)  # [H, query position, key position]
         self.head = model.lm_head.weight.t().contiguous()  # [d, vocab]: T5's head has no bias
@@ -106,32 +114,49 @@ class T5StepDecoder:
         b = tokens.shape[0] // n
         if tokens.shape[0] != n * b or b not in (1, self.beams) or (b == 1 and t > 0 and self.beams > 1):
             raise ValueError(f"{tokens.shape[0]} tokens for {n} inputs x {self.beams} beams at step {t}")
-        h = self.decoder.embed_tokens(tokens)[:, None, :]  # [rows, 1, d]
-        bias = self.position_bias[:, t: t + 1, : t + 1]
+        h = self.decoder.embed_tokens(tokens)  # [rows, d]
+        bias = self.position_bias[:, t, : t + 1].t()[:, None, :]  # [key position, 1, H]
         for i, blk in enumerate(self.blocks):
             attn = blk.layer[0].SelfAttention
             x = blk.layer[0].layer_norm(h)
-            q, k, v = self._heads(attn.q(x)), self._heads(attn.k(x)), self._heads(attn.v(x))  # [rows, H, 1, d_kv]
-            if t == 0:  # every beam of an input starts from this cache entry
-                keys, values = k, v
-                self.self_k[i] = k.repeat_interleave(self.beams // b, 0)
-                self.self_v[i] = v.repeat_interleave(self.beams // b, 0)
-            else:  # a contiguous cache: batched products over a strided slice cost twice as much on a CPU
-                keys = self.self_k[i] = torch.cat((self.self_k[i], k), dim=2)
-                values = self.self_v[i] = torch.cat((self.self_v[i], v), dim=2)
-            scores = torch.softmax(q @ keys.transpose(-1, -2) + bias, dim=-1)
-            h = h + attn.o((scores @ values).transpose(1, 2).flatten(2))
+            q, k, v = (proj(x).view(-1, self.heads, self.d_kv) for proj in (attn.q, attn.k, attn.v))  # [rows, H, d_kv]
+            keys, values = self._append(i, k, v, b)  # [t + 1, n * beams, H, d_kv]
+            if b == 1 and self.beams > 1:  # the first step: every beam of an input holds this one key
+                keys, values = keys[:, :: self.beams], values[:, :: self.beams]
+            # one query per row against t + 1 keys: elementwise products beat a batched matmul of [1 x t] slices
+            scores = torch.softmax((keys * q).sum(-1) + bias, dim=0)  # [t + 1, rows, H]
+            h = h + attn.o((scores[..., None] * values).sum(0).flatten(1))
             cross = blk.layer[1].EncDecAttention
             x = blk.layer[1].layer_norm(h)
             q = cross.q(x).view(n, b, self.heads, self.d_kv).transpose(1, 2)  # [n, H, b, d_kv]
             scores = torch.softmax(q @ self.cross_k[i] + self.cross_bias, dim=-1)
-            h = h + cross.o((scores @ self.cross_v[i]).transpose(1, 2).reshape(n * b, 1, -1))
+            h = h + cross.o((scores @ self.cross_v[i]).transpose(1, 2).reshape(n * b, -1))
             h = blk.layer[-1](h)
-        h = self.decoder.final_layer_norm(h[:, 0])
+        h = self.decoder.final_layer_norm(h)
         if self.rescale is not None:
             h = h * self.rescale
         self.length = t + 1
         return h
+
+    def _append(self, layer: int, k: torch.Tensor, v: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's keys/values into the layer's cache (copied to every beam when ``b == 1``) and return
+        the cache up to this step. Time-major, so steps ``0..t`` of all rows are one contiguous block that
+        :meth:`reorder` gathers with a single copy; capacity doubles as needed (no tensor per step)."""
+        t, rows = self.length, k.shape[0] * (self.beams // b)
+        if layer == len(self.self_k) or self.self_k[layer].shape[0] == t:  # first step, or full
+            capacity = min(self.max_steps, max(8, 2 * t))
+            grown = [k.new_empty(capacity, rows, self.heads, self.d_kv) for _ in range(2)]
+            if t:
+                grown[0][:t], grown[1][:t] = self.self_k[layer][:t], self.self_v[layer][:t]
+                self.self_k[layer], self.self_v[layer] = grown
+                self.spare = []
+            else:
+                self.self_k.append(grown[0])
+                self.self_v.append(grown[1])
+        keys, values = self.self_k[layer], self.self_v[layer]
+        keys[t].view(-1, self.beams // b, self.heads, self.d_kv).copy_(k[:, None])
+        values[t].view(-1, self.beams // b, self.heads, self.d_kv).copy_(v[:, None])
+        return keys[: t + 1], values[: t + 1]
 
     @torch.no_grad()
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -153,16 +178,25 @@ class T5StepDecoder:
             out[lo:hi] = log_probs[rows[lo:hi] - start, tokens[lo:hi]]
         return out
 
+    @torch.no_grad()
     def reorder(self, rows: torch.Tensor) -> None:
-        """Row ``r`` continues from row ``rows[r]`` (beam search picked its parent)."""
-        self.self_k = [k.index_select(0, rows) for k in self.self_k]
-        self.self_v = [v.index_select(0, rows) for v in self.self_v]
+        """Row ``r`` continues from row ``rows[r]`` (beam search picked its parent): one gather per cache, into a
+        spare buffer that then becomes the cache."""
+        t, caches = self.length, self.self_k + self.self_v
+        if not self.spare:
+            self.spare = [torch.empty_like(c) for c in caches]
+        for cache, spare in zip(caches, self.spare):
+            torch.index_select(cache[:t], 1, rows, out=spare[:t])
+        layers = len(self.blocks)
+        self.self_k, self.self_v, self.spare = self.spare[:layers], self.spare[layers:], caches
 
+    @torch.no_grad()
     def select(self, inputs: torch.Tensor) -> None:
         """Keep only ``inputs`` (indices of the current inputs, in order) and their beams."""
         rows = (inputs[:, None] * self.beams + torch.arange(self.beams, device=inputs.device)).view(-1)
         self.cross_k = [k[inputs] for k in self.cross_k]
         self.cross_v = [v[inputs] for v in self.cross_v]
         self.cross_bias = self.cross_bias[inputs]
-        self.self_k = [k[rows] for k in self.self_k]
-        self.self_v = [v[rows] for v in self.self_v]
+        self.self_k = [k.index_select(1, rows) for k in self.self_k]
+        self.self_v = [v.index_select(1, rows) for v in self.self_v]
+        self.spare = []

@@ -112,16 +112,26 @@ def test_exclude_history_items(setup):
     assert excluded[1] == plain[1]
 
 
-def test_rank_prompts_restores_order_and_mode(setup):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_rank_prompts_restores_order_mode_and_threads(setup, workers):
+    """Batches decoded by several threads at once rank as one user at a time does; the model's mode and torch's
+    thread count come back as they were."""
     _, trie, model, prompts = setup
     model.train()
-    batched = rank_prompts(model, prompts, trie, batch_size=2, num_beams=10, k=5)
-    assert model.training
+    batched = rank_prompts(model, prompts, trie, batch_size=2, num_beams=10, k=5, workers=workers)
+    assert model.training and torch.get_num_threads() == 1
     model.eval()
     for prompt, ranking in zip(prompts, batched):
         ids, mask = pad_batch([prompt], PAD, torch.device("cpu"))
         single = constrained_beam_search(model, ids, mask, trie, num_beams=10, k=5)[0]
         assert [key for key, _ in ranking] == [key for key, _ in single]
+        assert [s for _, s in ranking] == pytest.approx([s for _, s in single], abs=1e-5)
+
+
+def test_rank_prompts_refuses_bad_worker_counts(setup):
+    _, trie, model, prompts = setup
+    with pytest.raises(ValueError, match="workers=0"):
+        rank_prompts(model, prompts, trie, num_beams=10, k=5, workers=0)
 
 
 def test_k_larger_than_beams_is_an_error(setup):

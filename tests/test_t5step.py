@@ -38,23 +38,23 @@ def test_encode_equals_hf_encoder(kw, monkeypatch):
     assert torch.allclose(mine[mask.bool()], ref[mask.bool()], atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", [{}, {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}],
-                         ids=["relu-tied", "gated-untied"])
-def test_steps_with_reordered_beams_equal_a_full_forward(kw):
+@pytest.mark.parametrize("kw,steps", [({}, 5), ({"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}, 5),
+                                      ({}, 11)], ids=["relu-tied", "gated-untied", "cache-grows"])
+def test_steps_with_reordered_beams_equal_a_full_forward(kw, steps):
     """Feed beams whose parents get shuffled between steps; each step's logits must equal HF's logits for the
-    whole prefix each beam ended up with (decoded without a cache)."""
+    whole prefix each beam ended up with (decoded without a cache). 11 steps outgrow the cache's first capacity."""
     model = model_of(**kw)
     ids, mask = inputs()
     n = ids.shape[0]
     hidden = encode(model, ids, mask)
-    dec = T5StepDecoder(model, hidden, mask, beams=BEAMS, max_steps=5)
+    dec = T5StepDecoder(model, hidden, mask, beams=BEAMS, max_steps=steps)
     g = torch.Generator().manual_seed(2)
     start = model.config.decoder_start_token_id
     prefixes = torch.full((n * BEAMS, 1), start)
     logits = dec.logits(dec.step(torch.full((n,), start)))  # first step: one row per input
     assert logits.shape == (n, VOCAB)
     logits = logits.repeat_interleave(BEAMS, 0)
-    for _ in range(4):
+    for _ in range(steps - 1):
         with torch.no_grad():
             ref = model(input_ids=ids.repeat_interleave(BEAMS, 0), attention_mask=mask.repeat_interleave(BEAMS, 0),
                         decoder_input_ids=prefixes).logits[:, -1]

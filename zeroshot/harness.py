@@ -35,6 +35,9 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "length_penalty": 1.0,
     "early_stopping": False,
     "exclude_history": False,
+    # batches decoded side by side by as many threads on a CPU (null: 2 when torch has >= 2 threads, see
+    # genrec.decoding.rank_prompts); ignored on other devices
+    "workers": None,
     # the valid split on a fixed random sample of this many users (0: all), to keep model selection cheap on big
     # datasets; the test split is always evaluated in full
     "valid_users": 0,
@@ -194,6 +197,7 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
         model, [prompts[i] for i in mine], trie, batch_size=settings["batch_size"], num_beams=settings["num_beams"],
         k=max(settings["ks"]), length_penalty=settings["length_penalty"], early_stopping=settings["early_stopping"],
         exclude=exclude, progress=progress and dist.is_main(),
+        workers=settings["workers"] if dist.device().type == "cpu" else 1,
     )
     gathered = [pair for part in dist.all_gather_object(list(zip(mine, ranked))) for pair in part]
     by_index = dict(gathered)
