@@ -44,7 +44,7 @@ def apply_init(cfg: dict[str, Any]) -> None:
 def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
     """The configured tokenizer, or one trained on ``dataset`` into ``RUN/tokenizer`` (rank 0; reused on resume)."""
     from genrec import dist
-    from genrec.prompts import load_templates, template_words
+    from genrec.prompts import template_words
     from tokenization.spm import load_tokenizer, train_tokenizer
 
     tok_cfg = cfg.setdefault("tokenizer", {})
@@ -53,7 +53,6 @@ def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
     folder = out / "tokenizer"
     if dist.is_main() and not folder.exists():
         templates = (cfg.get("prompt") or {}).get("templates")
-        load_templates(templates)
         train_tokenizer([it.text for it in dataset.items.values()], folder, int(tok_cfg.get("vocab_size", 8000)),
                         extra_texts=template_words(templates))
     dist.barrier()

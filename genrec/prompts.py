@@ -10,35 +10,41 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates" / "sequential.txt"
 
 
-def load_templates(path: str | Path | None = None) -> list[str]:
-    """Read one template per line (``#`` comments skipped); each needs ``{user}`` and ``{history}``."""
+def load_templates(source: str | Path | Sequence[str] | None = None) -> list[str]:
+    """The templates of a file (one per line, ``#`` comments skipped; ``None``: the paper's 10) or of a list of
+    strings (how an export's ``config.yaml`` carries them); each needs ``{user}`` and ``{history}`` exactly once."""
     from .io import DataError
 
-    path = Path(path) if path else DEFAULT_TEMPLATES
-    if not path.exists():
-        raise DataError(path, None, "template file not found")
+    if source is not None and not isinstance(source, (str, Path)):
+        where: str | Path = "prompt.templates"
+        lines = [(i, str(t)) for i, t in enumerate(source, 1)]
+    else:
+        where = Path(source) if source else DEFAULT_TEMPLATES
+        if not where.exists():
+            raise DataError(where, None, "template file not found")
+        lines = list(enumerate(where.read_text(encoding="utf-8").splitlines(), 1))
     templates: list[str] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         for slot in ("{user}", "{history}"):
             if line.count(slot) != 1:
-                raise DataError(path, lineno, f"template must contain {slot} exactly once")
+                raise DataError(where, lineno, f"template must contain {slot} exactly once")
         templates.append(line)
     if not templates:
-        raise DataError(path, None, "no templates in file")
+        raise DataError(where, None, "no templates")
     return templates
 
 
-def template_words(path: str | Path | None = None) -> list[str]:
+def template_words(source: str | Path | Sequence[str] | None = None) -> list[str]:
     """Plain words of all templates, used to train the tokenizer so prompts tokenise compactly."""
-    return [t.replace("{user}", "the user").replace("{history}", "") for t in load_templates(path)]
+    return [t.replace("{user}", "the user").replace("{history}", "") for t in load_templates(source)]
 
 
 @dataclass
@@ -57,6 +63,15 @@ class PromptBuilder:
         self.eos = tokenizer.eos_token_id
         self.sep = self._encode(separator)
         self._parts = [self._split(t) for t in self.templates]
+
+    @classmethod
+    def from_config(cls, tokenizer, prompt: Mapping[str, Any] | None = None) -> PromptBuilder:
+        """The builder a config's ``prompt`` section describes (``templates``: a file or a list, ``separator``,
+        ``max_length``). Training, evaluation and ``recommend`` all build prompts through it, so a model is
+        evaluated on prompts shaped as it was trained on."""
+        prompt = prompt or {}
+        return cls(tokenizer, load_templates(prompt.get("templates")), separator=prompt.get("separator", ","),
+                   max_length=int(prompt.get("max_length", 512)))
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text.strip() else []

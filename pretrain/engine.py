@@ -55,7 +55,7 @@ from genrec import dist
 from genrec.dataset import Dataset
 from genrec.io import atomic_write
 from genrec.modeling import load_t5, model_from_config
-from genrec.prompts import PromptBuilder, load_templates
+from genrec.prompts import PromptBuilder
 from idgen.idtable import IdTable
 from idgen.softid import SoftIdConfig, soft_prompt_embeds
 
@@ -129,13 +129,7 @@ class Trainer:
             local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
             torch.set_num_threads(int(threads) if threads else max(1, (os.cpu_count() or 1) // max(1, local)))
         torch.manual_seed(self.seed)
-        prompt = self.cfg.get("prompt", {})
-        self.builder = PromptBuilder(
-            self.tokenizer,
-            load_templates(prompt.get("templates")),
-            separator=prompt.get("separator", ","),
-            max_length=int(prompt.get("max_length", 512)),
-        )
+        self.builder = PromptBuilder.from_config(self.tokenizer, self.cfg.get("prompt"))
         import deepspeed
 
         models = self.cfg.get("model", {})

@@ -1,7 +1,7 @@
 """The export folder (docs/architecture.md) that ``zeroshot`` and ``recommend`` read.
 
 ``export/{recommender,generator,tokenizer}`` are ``save_pretrained`` folders (safetensors), next to ``idtable.tsv``
-and the resolved run ``config.yaml``. The folder is assembled under a temporary name and renamed.
+and the resolved run ``config.yaml`` (its ``prompt.templates`` holds the templates themselves). The folder is assembled under a temporary name and renamed.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from genrec.io import atomic_dir
+from genrec.prompts import load_templates
 from idgen.idtable import IdTable
 
 
@@ -21,5 +22,7 @@ def export(out: str | Path, recommender, generator, tokenizer, idtable: IdTable,
         generator.save_pretrained(str(tmp / "generator"), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         idtable.save(tmp / "idtable.tsv")
-        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        # the templates themselves, not a path that may not exist where the checkpoint is evaluated
+        prompt = {**(cfg.get("prompt") or {}), "templates": load_templates((cfg.get("prompt") or {}).get("templates"))}
+        (tmp / "config.yaml").write_text(yaml.safe_dump({**cfg, "prompt": prompt}, sort_keys=False))
     return out

@@ -118,6 +118,37 @@ def test_evaluate_counts_every_user_and_matches_manual_ranking(export_dir, synth
     assert 0.0 <= m["NDCG@5"] <= m["HR@5"] <= m["HR@10"] <= 1.0
 
 
+def test_evaluate_builds_prompts_as_the_config_says(export_dir, synth_dataset, monkeypatch):
+    """Evaluation prompts follow the config's ``prompt`` section (templates, separator, max_length) as training's
+    do, and an export carries the templates themselves."""
+    import yaml
+
+    import genrec.decoding
+    from genrec.prompts import PromptBuilder, load_templates
+    from zeroshot.harness import evaluate, load_checkpoint
+
+    seen: list[list[int]] = []
+    real = genrec.decoding.rank_prompts
+
+    def spy(model, prompts, *args, **kwargs):
+        seen.extend(prompts)
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(genrec.decoding, "rank_prompts", spy)
+    ckpt = load_checkpoint(export_dir)
+    prompt = {"templates": ["history {history} of {user}"], "separator": ";", "max_length": 24}
+    cfg = {"eval": {"num_beams": 10}, "prompt": prompt}
+    evaluate(ckpt.recommender, ckpt.tokenizer, ckpt.idtable, synth_dataset, "test", cfg, progress=False)
+    builder = PromptBuilder.from_config(ckpt.tokenizer, prompt)
+    tok_ids = ckpt.idtable.token_ids(ckpt.tokenizer)
+    expect = [builder.build([tok_ids[h] for h in s.history], 0).input_ids for s in leave_one_out(synth_dataset, "test")]
+    assert sorted(seen) == sorted(expect) and max(map(len, seen)) <= 24
+    exported = yaml.safe_load((export_dir / "config.yaml").read_text())["prompt"]["templates"]
+    assert exported == load_templates()
+    with pytest.raises(DataError, match=r"prompt\.templates:2: template must contain \{user\} exactly once"):
+        load_templates(["{user} bought {history}", "only {history}"])
+
+
 def test_evaluate_finds_a_memorised_target(export_dir, synth_dataset, tokenizer):
     """A recommender trained to always answer one item puts it first: HR@1 = share of users whose target it is."""
     from genrec.modeling import build_t5

@@ -120,7 +120,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         texts.update(new)
         table.ids.update({k: named[k] for k in new})
     history = [token_ids[h] for h in args.history] + [tok(named[k], add_special_tokens=False)["input_ids"] for k in free]
-    prompt = PromptBuilder(tok).build(history, settings["template"]).input_ids
+    prompt = PromptBuilder.from_config(tok, cfg.get("prompt")).build(history, settings["template"]).input_ids
     trie.to(device())
     model = ckpt.recommender.to(device())
     ids, mask = pad_batch([prompt], tok.pad_token_id, device())

@@ -184,7 +184,7 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
         raise DataError(dataset.name or "<dataset>", None, f"{len(missing)} items have no ID in the ID table, e.g. {missing[:5]}")
     token_ids = idtable.token_ids(tokenizer)
     trie = PrefixTrie(token_ids, tokenizer.eos_token_id, tokenizer.pad_token_id).to(dist.device())
-    builder = PromptBuilder(tokenizer)
+    builder = PromptBuilder.from_config(tokenizer, (cfg or {}).get("prompt"))
     prompts = [builder.build([token_ids[h] for h in s.history], settings["template"]).input_ids for s in samples]
 
     mine = shard(sorted(range(len(samples)), key=lambda i: len(prompts[i])), dist.rank(), dist.world_size())
