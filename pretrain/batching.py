@@ -21,6 +21,7 @@ import torch
 from genrec.prompts import PromptBuilder
 from genrec.splits import Sample
 from idgen.softid import SpanIndex
+from idgen.userids import history_key
 
 IGNORE = -100
 
@@ -34,7 +35,8 @@ class Example:
 
 
 class Renderer:
-    """Sample -> Example with one IdTable's token IDs (``IdTable.token_ids``) and optional user ID tokens."""
+    """Sample -> Example with one IdTable's token IDs (``IdTable.token_ids``) and optional user ID tokens (by
+    ``idgen.userids.history_key`` of the sample's history)."""
 
     def __init__(self, builder: PromptBuilder, id_tokens: dict[str, list[int]], user_tokens: dict[str, list[int]] | None = None):
         self.builder = builder
@@ -47,7 +49,7 @@ class Renderer:
         return len(self.builder.templates)
 
     def __call__(self, sample: Sample, template: int = 0) -> Example:
-        user = self.user_tokens.get(sample.user) if self.user_tokens else None
+        user = self.user_tokens.get(history_key(sample.history)) if self.user_tokens else None
         prompt = self.builder.build([self.id_tokens[k] for k in sample.history], template, user)
         kept = sample.history[len(sample.history) - len(prompt.item_spans):]
         return Example(prompt.input_ids, prompt.item_spans, kept, [*self.id_tokens[sample.target], self.eos])

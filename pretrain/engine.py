@@ -56,6 +56,7 @@ from genrec.dataset import Dataset
 from genrec.io import atomic_write
 from genrec.modeling import load_t5, model_from_config
 from genrec.prompts import PromptBuilder
+from idgen import userids
 from idgen.idtable import IdTable
 from idgen.softid import SoftIdConfig, soft_prompt_embeds
 
@@ -117,6 +118,10 @@ class Trainer:
         self._stop_flag = False
         self._writer = None
         self.text_tokens: dict[str, list[int]] | None = None
+        self.user_tokens: dict[str, list[int]] | None = None  # train-split user IDs (``prompt.user_ids``)
+        if userids.enabled(cfg) and getattr(source, "samples", None) is None:
+            raise ValueError("prompt.user_ids needs the training samples in memory to name every prompt's user (a "
+                             f"source such as finetune's); {type(source).__name__} streams them")
 
     # ---------------------------------------------------------------- setup
 
@@ -199,7 +204,18 @@ class Trainer:
             return weight.detach().clone()
 
     def _renderer(self) -> Renderer:
-        return Renderer(self.builder, self.idtable.token_ids(self.tokenizer))
+        if userids.enabled(self.cfg) and self.user_tokens is None:
+            path = self.state.get("train_user_ids")
+            if path is None:  # named when a stage starts after the generator changed; the checkpoint keeps the
+                # table's path, so a stage resumed mid-way (its generator partly trained) reads the same user IDs
+                path = f"idtables/users-train-round-{self.idtable.version}.tsv"
+                ids = userids.prompt_user_ids(self._plain(GEN), self.tokenizer, self.source.samples, self.source.items,
+                                              self.cfg, save_to=self.out / path)
+                self.state["train_user_ids"] = path
+            else:
+                ids = IdTable.load(self.out / path).ids
+            self.user_tokens = userids.prompt_user_tokens(ids, self.tokenizer)
+        return Renderer(self.builder, self.idtable.token_ids(self.tokenizer), self.user_tokens)
 
     def _text_tokens(self) -> dict[str, list[int]]:
         if self.text_tokens is None:
@@ -353,16 +369,18 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation
 
-    def _evaluate(self, split: str, model=None, idtable: IdTable | None = None) -> dict[str, float]:
+    def _evaluate(self, split: str, model=None, idtable: IdTable | None = None, generator=None) -> dict[str, float]:
         from zeroshot.harness import evaluate
 
         if self.eval_dataset is None:
             return {}
         model = model if model is not None else self._plain(REC)
+        if userids.enabled(self.cfg) and generator is None:
+            generator = self._plain(GEN)
         was = model.training
         model.eval()
         result = evaluate(model, self.tokenizer, idtable or self.idtable, self.eval_dataset, split, self.cfg,
-                          progress=False)
+                          progress=False, generator=generator)
         model.train(was)
         return {k: v if k == "users" else float(v) for k, v in result.items() if isinstance(v, (int, float))}
 
@@ -371,6 +389,8 @@ class Trainer:
         if kind == GEN:
             previous = self.idtable
             self.idtable = self._generate_ids(previous.version + 1, previous)
+            self.user_tokens = None
+            self.state.pop("train_user_ids", None)
             entry["churn"] = self.idtable.churn(previous)
             self._scalar("ids/churn", entry["churn"])
             self._save_idtable(f"round-{self.idtable.version}")
@@ -469,7 +489,8 @@ class Trainer:
         export_dir = self.out / "export"
         if self.eval_dataset is not None and export_dir.exists():
             best = load_t5(export_dir / "recommender").to(self.device)
-            summary["test"] = self._evaluate("test", best, IdTable.load(export_dir / "idtable.tsv"))
+            generator = load_t5(export_dir / "generator").to(self.device) if userids.enabled(self.cfg) else None
+            summary["test"] = self._evaluate("test", best, IdTable.load(export_dir / "idtable.tsv"), generator)
             for k, v in summary["test"].items():
                 self._scalar(f"test/{k}", v)
         summary["wall_seconds"] = seconds

@@ -113,3 +113,15 @@ def test_deepspeed_config_resolution():
     assert resolve("zero3", lr=1e-8, zero_stage=1)["zero_optimization"]["stage"] == 1
     with pytest.raises(DataError):
         resolve("zero9", lr=1.0)
+
+
+def test_user_ids_need_the_training_samples_in_memory(tokenizer):
+    """Every training prompt's user ID is named before its stage, which a streaming (Fusion shard) source cannot
+    offer."""
+    from pretrain.engine import Trainer
+
+    class Streaming:
+        items: dict = {}
+
+    with pytest.raises(ValueError, match="training samples in memory"):
+        Trainer({"prompt": {"user_ids": True}}, Streaming(), "unused", tokenizer=tokenizer)

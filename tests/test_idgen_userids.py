@@ -1,11 +1,11 @@
-"""User IDs are built only from the items visible for their split: the split's target never enters the input."""
+"""User IDs come from the history a prompt shows: the item the prompt asks for never enters their input."""
 from __future__ import annotations
 
 import pytest
 
 from genrec.dataset import Dataset, Item
-from idgen import IdTable
-from idgen.userids import user_ids, user_texts
+from genrec.splits import leave_one_out
+from idgen.userids import history_key, profile_ids, prompt_texts
 
 from test_idgen_algorithm import tiny_generator
 
@@ -18,27 +18,26 @@ def marked() -> Dataset:
     return Dataset(items, users, "marked")
 
 
-@pytest.mark.parametrize("split,offset", [("valid", 2), ("test", 1)])
-def test_targets_never_enter_the_user_input(marked, split, offset):
-    texts = user_texts(marked, split)
-    for user, seq in marked.users.items():
-        if len(seq) <= offset or user not in texts:
-            continue
-        target = seq[-offset]
-        assert f"marker{target[1:]}x" not in texts[user]
-        for later in seq[-offset:]:
-            assert f"marker{later[1:]}x" not in texts[user]
-    assert texts["u0"].startswith("title: marker" + ("2x" if split == "valid" else "3x"))  # most recent first
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_targets_never_enter_the_user_input(marked, split):
+    """Not a prompt's target, nor (for training prefixes) any later item of the user."""
+    samples = leave_one_out(marked, split)
+    texts = prompt_texts(samples, marked.items)
+    assert samples and set(texts) == {history_key(s.history) for s in samples}
+    for s in samples:
+        seq = marked.users[s.user]
+        for later in seq[len(s.history):]:
+            assert f"marker{later[1:]}x" not in texts[history_key(s.history)]
+    if split == "test":
+        assert texts["i0 i1 i2 i3"].startswith("title: marker3x")  # most recent first
 
 
-def test_user_input_uses_item_ids_and_skips_users_without_history(marked):
-    table = IdTable({k: f"id {k}" for k in marked.items})
-    texts = user_texts(marked, "valid", table)
-    assert texts["u1"] == "id i5"
-    assert "u2" not in texts  # two items: nothing visible before the validation target
-
-
-def test_user_ids_are_unique_per_split(marked, tokenizer):
-    ids = user_ids(tiny_generator(tokenizer), tokenizer, marked, "test", {"max_text_tokens": 48})
-    ids.check()
-    assert set(ids.ids) == {"u0", "u1", "u2", "u3"}
+def test_user_ids_name_every_history_and_same_history_reads_alike(marked, tokenizer):
+    """One pass of the item-ID decoder, no uniqueness loop: every history gets a non-empty ID, and two users who
+    saw the same items get the same one."""
+    twin = Dataset(marked.items, {**marked.users, "u4": list(marked.users["u0"])}, "twin")
+    samples = leave_one_out(twin, "test")
+    ids = profile_ids(tiny_generator(tokenizer), tokenizer, prompt_texts(samples, twin.items), {"max_text_tokens": 48},
+                      progress=False)
+    assert set(ids.ids) == {history_key(s.history) for s in samples} and all(t.strip() for t in ids.ids.values())
+    assert len(ids.ids) == len(samples) - 1  # u4's history is u0's

@@ -149,6 +149,40 @@ def test_evaluate_builds_prompts_as_the_config_says(export_dir, synth_dataset, m
         load_templates(["{user} bought {history}", "only {history}"])
 
 
+def test_evaluate_with_user_ids_names_users_from_the_prompt_history(export_dir, synth_dataset, monkeypatch):
+    """``prompt.user_ids``: every test prompt carries the user ID that the generator makes from that prompt's
+    history (``idgen.userids``), and evaluation without a generator is refused."""
+    import genrec.decoding
+    from genrec.prompts import PromptBuilder
+    from idgen.userids import history_key, profile_ids, prompt_texts
+    from zeroshot.harness import evaluate, load_checkpoint
+
+    seen: list[list[int]] = []
+    real = genrec.decoding.rank_prompts
+
+    def spy(model, prompts, *args, **kwargs):
+        seen.extend(prompts)
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(genrec.decoding, "rank_prompts", spy)
+    ckpt = load_checkpoint(export_dir)
+    cfg = {"eval": {"num_beams": 10}, "prompt": {"user_ids": True}, "idgen": {"max_text_tokens": 48, "groups": 4}}
+    m = evaluate(ckpt.recommender, ckpt.tokenizer, ckpt.idtable, synth_dataset, "test", cfg, progress=False,
+                 generator=ckpt.generator)
+    samples = leave_one_out(synth_dataset, "test")
+    users = profile_ids(ckpt.generator, ckpt.tokenizer, prompt_texts(samples, synth_dataset.items), cfg["idgen"],
+                        progress=False)
+    assert len(users) == len({s.history for s in samples})
+    user_tokens = users.token_ids(ckpt.tokenizer)
+    builder = PromptBuilder.from_config(ckpt.tokenizer, cfg["prompt"])
+    tok_ids = ckpt.idtable.token_ids(ckpt.tokenizer)
+    expect = [builder.build([tok_ids[h] for h in s.history], 0, user_tokens[history_key(s.history)]).input_ids
+              for s in samples]
+    assert sorted(seen) == sorted(expect) and m["users"] == len(samples)
+    with pytest.raises(ValueError, match="needs the generator"):
+        evaluate(ckpt.recommender, ckpt.tokenizer, ckpt.idtable, synth_dataset, "test", cfg, progress=False)
+
+
 def test_evaluate_finds_a_memorised_target(export_dir, synth_dataset, tokenizer):
     """A recommender trained to always answer one item puts it first: HR@1 = share of users whose target it is."""
     from genrec.modeling import build_t5
@@ -247,6 +281,14 @@ def test_recommend_from_history_keys(export_dir, synth_dir, synth_dataset, capsy
     assert len(set(keys)) == 5 and all(k in table.ids for k in keys)
     with pytest.raises(DataError, match="not in the dataset"):
         run_cli(["recommend", "--checkpoint", str(export_dir), "--data", str(synth_dir), "--history", "nope", *SET])
+
+
+def test_recommend_with_user_ids_names_the_user(export_dir, synth_dir, synth_dataset, capsys):
+    history = synth_dataset.users["retu00000"][:3]
+    argv = ["recommend", "--checkpoint", str(export_dir), "--data", str(synth_dir), "--history", *history, *SET, "-k", "5"]
+    assert run_cli([*argv, "--set", "prompt.user_ids=true"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("user ID: '") and len(lines) == 7
 
 
 def test_zeroshot_names_unseen_items_with_the_generator(export_dir, synth_dir, tmp_path):

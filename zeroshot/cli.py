@@ -72,7 +72,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     rows = []
     for ds in datasets:
         table = dataset_ids(ckpt, ds, cfg)
-        metrics = evaluate(ckpt.recommender, ckpt.tokenizer, table, ds, args.split, cfg)
+        metrics = evaluate(ckpt.recommender, ckpt.tokenizer, table, ds, args.split, cfg, generator=ckpt.generator)
         rows.append({"method": "idgenrec", "dataset": ds.name, **metrics})
         if dist.is_main():  # the reference a zero-shot number needs: popularity fitted on the dataset's training split
             rows.append({"method": "popularity", "dataset": ds.name, **popularity_metrics(ds, args.split, cfg)})
@@ -88,6 +88,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     from genrec.prompts import PromptBuilder
     from genrec.dist import device
     from genrec.trie import PrefixTrie
+    from idgen import userids
     from zeroshot.harness import dataset_ids, eval_settings, generate_item_ids, load_checkpoint
 
     if not args.history and not args.text:
@@ -98,6 +99,9 @@ def run_recommend(args: argparse.Namespace) -> int:
         raise DataError(args.data, None, f"history items not in the dataset: {unknown}")
     ckpt = load_checkpoint(args.checkpoint, require_generator=bool(args.text or args.new_item))
     cfg = _config(ckpt.config, args.overrides)
+    with_users = userids.enabled(cfg)
+    if with_users and ckpt.generator is None:
+        raise DataError(ckpt.path, None, "checkpoint has no generator: prompt.user_ids needs it to name the user")
     settings = eval_settings(cfg)
     if args.k > settings["num_beams"]:
         raise DataError("recommend", None, f"-k {args.k} exceeds eval.num_beams={settings['num_beams']}")
@@ -120,7 +124,14 @@ def run_recommend(args: argparse.Namespace) -> int:
         texts.update(new)
         table.ids.update({k: named[k] for k in new})
     history = [token_ids[h] for h in args.history] + [tok(named[k], add_special_tokens=False)["input_ids"] for k in free]
-    prompt = PromptBuilder.from_config(tok, cfg.get("prompt")).build(history, settings["template"]).input_ids
+    user = None
+    if with_users:  # the user's ID from this prompt's history, as the harness names every prompt's user
+        profile = userids.history_text([ds.items[h].text for h in args.history] + list(free.values()))
+        named_user = userids.profile_ids(ckpt.generator, tok, {"user": profile}, cfg.get("idgen"), progress=False)
+        user_id = named_user.ids.get("user")
+        print(f"user ID: {user_id!r}")
+        user = tok(user_id, add_special_tokens=False)["input_ids"] if user_id else None
+    prompt = PromptBuilder.from_config(tok, cfg.get("prompt")).build(history, settings["template"], user).input_ids
     trie.to(device())
     model = ckpt.recommender.to(device())
     ids, mask = pad_batch([prompt], tok.pad_token_id, device())

@@ -22,6 +22,7 @@ from genrec import dist
 from genrec.dataset import Dataset
 from genrec.io import DataError, atomic_write
 from genrec.splits import leave_one_out
+from idgen import userids
 from idgen.idtable import IdTable
 
 log = logging.getLogger(__name__)
@@ -167,10 +168,11 @@ def popularity_metrics(dataset: Dataset, split: str, cfg: Mapping[str, Any] | No
 
 
 def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, cfg: Mapping[str, Any] | None = None,
-             progress: bool = True) -> dict[str, float]:
+             progress: bool = True, generator=None) -> dict[str, float]:
     """HR@k / NDCG@k of ``model`` on ``split`` of ``dataset``, ranking all items of ``idtable``; every rank returns them.
 
-    Users are sharded over ranks (``genrec.dist``); the result holds ``users``, the number of users counted.
+    Users are sharded over ranks (``genrec.dist``); the result holds ``users``, the number of users counted. With
+    ``prompt.user_ids`` on, ``generator`` names every prompt's user from that prompt's history (never its target).
     """
     from genrec.decoding import rank_prompts
     from genrec.metrics import hr_ndcg
@@ -184,8 +186,15 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
         raise DataError(dataset.name or "<dataset>", None, f"{len(missing)} items have no ID in the ID table, e.g. {missing[:5]}")
     token_ids = idtable.token_ids(tokenizer)
     trie = PrefixTrie(token_ids, tokenizer.eos_token_id, tokenizer.pad_token_id).to(dist.device())
+    users: dict[str, list[int]] = {}
+    if userids.enabled(cfg):
+        if generator is None:
+            raise ValueError("prompt.user_ids is on: evaluation needs the generator to name the users")
+        users = userids.prompt_user_tokens(userids.prompt_user_ids(generator, tokenizer, samples, dataset.items, cfg),
+                                           tokenizer)
     builder = PromptBuilder.from_config(tokenizer, (cfg or {}).get("prompt"))
-    prompts = [builder.build([token_ids[h] for h in s.history], settings["template"]).input_ids for s in samples]
+    prompts = [builder.build([token_ids[h] for h in s.history], settings["template"],
+                             users.get(userids.history_key(s.history))).input_ids for s in samples]
 
     mine = shard(sorted(range(len(samples)), key=lambda i: len(prompts[i])), dist.rank(), dist.world_size())
     exclude = None
