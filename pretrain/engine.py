@@ -118,7 +118,7 @@ class Trainer:
         self._stop_flag = False
         self._writer = None
         self.text_tokens: dict[str, list[int]] | None = None
-        self.user_tokens: dict[str, list[int]] | None = None  # train-split user IDs (``prompt.user_ids``)
+        self.user_tokens: dict[str, list[int]] | None = None  # training prompts' user IDs, by history key
         if userids.enabled(cfg) and getattr(source, "samples", None) is None:
             raise ValueError("prompt.user_ids needs the training samples in memory to name every prompt's user (a "
                              f"source such as finetune's); {type(source).__name__} streams them")

@@ -1,7 +1,8 @@
 """The export folder (docs/architecture.md) that ``zeroshot`` and ``recommend`` read.
 
 ``export/{recommender,generator,tokenizer}`` are ``save_pretrained`` folders (safetensors), next to ``idtable.tsv``
-and the resolved run ``config.yaml`` (its ``prompt.templates`` holds the templates themselves). The folder is assembled under a temporary name and renamed.
+and the resolved run ``config.yaml`` (its ``prompt.templates`` holds the templates themselves). The folder is
+assembled under a temporary name and renamed.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def export(out: str | Path, recommender, generator, tokenizer, idtable: IdTable,
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         idtable.save(tmp / "idtable.tsv")
         # the templates themselves, not a path that may not exist where the checkpoint is evaluated
-        prompt = {**(cfg.get("prompt") or {}), "templates": load_templates((cfg.get("prompt") or {}).get("templates"))}
+        prompt = dict(cfg.get("prompt") or {})
+        prompt["templates"] = load_templates(prompt.get("templates"))
         (tmp / "config.yaml").write_text(yaml.safe_dump({**cfg, "prompt": prompt}, sort_keys=False))
     return out

@@ -118,14 +118,10 @@ def test_evaluate_counts_every_user_and_matches_manual_ranking(export_dir, synth
     assert 0.0 <= m["NDCG@5"] <= m["HR@5"] <= m["HR@10"] <= 1.0
 
 
-def test_evaluate_builds_prompts_as_the_config_says(export_dir, synth_dataset, monkeypatch):
-    """Evaluation prompts follow the config's ``prompt`` section (templates, separator, max_length) as training's
-    do, and an export carries the templates themselves."""
-    import yaml
-
+@pytest.fixture
+def decoded_prompts(monkeypatch) -> list[list[int]]:
+    """Every prompt handed to ``rank_prompts`` while the test runs (which still ranks them)."""
     import genrec.decoding
-    from genrec.prompts import PromptBuilder, load_templates
-    from zeroshot.harness import evaluate, load_checkpoint
 
     seen: list[list[int]] = []
     real = genrec.decoding.rank_prompts
@@ -135,6 +131,17 @@ def test_evaluate_builds_prompts_as_the_config_says(export_dir, synth_dataset, m
         return real(model, prompts, *args, **kwargs)
 
     monkeypatch.setattr(genrec.decoding, "rank_prompts", spy)
+    return seen
+
+
+def test_evaluate_builds_prompts_as_the_config_says(export_dir, synth_dataset, decoded_prompts):
+    """Evaluation prompts follow the config's ``prompt`` section (templates, separator, max_length) as training's
+    do, and an export carries the templates themselves."""
+    import yaml
+
+    from genrec.prompts import PromptBuilder, load_templates
+    from zeroshot.harness import evaluate, load_checkpoint
+
     ckpt = load_checkpoint(export_dir)
     prompt = {"templates": ["history {history} of {user}"], "separator": ";", "max_length": 24}
     cfg = {"eval": {"num_beams": 10}, "prompt": prompt}
@@ -142,29 +149,20 @@ def test_evaluate_builds_prompts_as_the_config_says(export_dir, synth_dataset, m
     builder = PromptBuilder.from_config(ckpt.tokenizer, prompt)
     tok_ids = ckpt.idtable.token_ids(ckpt.tokenizer)
     expect = [builder.build([tok_ids[h] for h in s.history], 0).input_ids for s in leave_one_out(synth_dataset, "test")]
-    assert sorted(seen) == sorted(expect) and max(map(len, seen)) <= 24
+    assert sorted(decoded_prompts) == sorted(expect) and max(map(len, decoded_prompts)) <= 24
     exported = yaml.safe_load((export_dir / "config.yaml").read_text())["prompt"]["templates"]
     assert exported == load_templates()
     with pytest.raises(DataError, match=r"prompt\.templates:2: template must contain \{user\} exactly once"):
         load_templates(["{user} bought {history}", "only {history}"])
 
 
-def test_evaluate_with_user_ids_names_users_from_the_prompt_history(export_dir, synth_dataset, monkeypatch):
+def test_evaluate_with_user_ids_names_users_from_the_prompt_history(export_dir, synth_dataset, decoded_prompts):
     """``prompt.user_ids``: every test prompt carries the user ID that the generator makes from that prompt's
     history (``idgen.userids``), and evaluation without a generator is refused."""
-    import genrec.decoding
     from genrec.prompts import PromptBuilder
     from idgen.userids import history_key, profile_ids, prompt_texts
     from zeroshot.harness import evaluate, load_checkpoint
 
-    seen: list[list[int]] = []
-    real = genrec.decoding.rank_prompts
-
-    def spy(model, prompts, *args, **kwargs):
-        seen.extend(prompts)
-        return real(model, prompts, *args, **kwargs)
-
-    monkeypatch.setattr(genrec.decoding, "rank_prompts", spy)
     ckpt = load_checkpoint(export_dir)
     cfg = {"eval": {"num_beams": 10}, "prompt": {"user_ids": True}, "idgen": {"max_text_tokens": 48, "groups": 4}}
     m = evaluate(ckpt.recommender, ckpt.tokenizer, ckpt.idtable, synth_dataset, "test", cfg, progress=False,
@@ -178,7 +176,7 @@ def test_evaluate_with_user_ids_names_users_from_the_prompt_history(export_dir, 
     tok_ids = ckpt.idtable.token_ids(ckpt.tokenizer)
     expect = [builder.build([tok_ids[h] for h in s.history], 0, user_tokens[history_key(s.history)]).input_ids
               for s in samples]
-    assert sorted(seen) == sorted(expect) and m["users"] == len(samples)
+    assert sorted(decoded_prompts) == sorted(expect) and m["users"] == len(samples)
     with pytest.raises(ValueError, match="needs the generator"):
         evaluate(ckpt.recommender, ckpt.tokenizer, ckpt.idtable, synth_dataset, "test", cfg, progress=False)
 
