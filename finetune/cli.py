@@ -61,13 +61,13 @@ def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    from genrec.config import load_config
     from genrec.dataset import Dataset
     from genrec import dist
     from pretrain.engine import Trainer
+    from pretrain.recipe import checked_config
     from pretrain.sources import LeaveOneOutSource
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = checked_config(args.config, args.overrides)
     apply_init(cfg)
     dataset = Dataset.load(args.data)
     cfg["data_dir"] = str(args.data)

@@ -15,6 +15,7 @@ COMMANDS = [
     "pretrain.cli",
     "zeroshot.cli",
     "genrec.demo",
+    "pretrain.recipe",
 ]
 
 
@@ -36,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .io import DataError
+    from .schema import ConfigError
 
     try:
         return int(args.func(args) or 0)
-    except DataError as e:
+    except (DataError, ConfigError) as e:
         print(f"idgenrec: error: {e}", file=sys.stderr)
         return 2
 

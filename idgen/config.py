@@ -1,8 +1,10 @@
 """Settings of Algorithm 1 (kept free of torch so CLIs and configs can import it cheaply)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from genrec import schema
 
 
 @dataclass
@@ -20,11 +22,8 @@ class IdGenConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "IdGenConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d or {}) - known
-        if unknown:
-            raise ValueError(f"unknown idgen settings {sorted(unknown)} (known: {sorted(known)})")
-        return cls(**(d or {}))
+        """From a recipe's ``idgen`` settings, checked against the fields above (:mod:`genrec.schema`)."""
+        return schema.load(cls, d, "idgen")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 @dataclass
 class SoftIdConfig:
+    """Soft ID embeddings of the generator stage (paper 2.5)."""
+
     tau: float = 1.0  # softmax temperature
     straight_through: bool = False  # forward = one-hot argmax, backward = gradient of the softmax
     free_running: bool = False  # feed the generator its own greedy tokens instead of the current ID tokens

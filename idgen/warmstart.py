@@ -56,13 +56,15 @@ def tag_target(text: str, min_words: int = 3, max_words: int = 6) -> str:
 
 @dataclass
 class WarmstartConfig:
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 2e-3
-    max_text_tokens: int = 256
-    min_words: int = 3
-    max_words: int = 6
-    seed: int = 0
+    """Tag warm-start of a fresh generator (used when model.generator has no init; steps: 0 disables it)."""
+
+    steps: int = 300  # optimizer steps
+    batch_size: int = 32  # (text, tag) pairs per step
+    lr: float = 2e-3  # AdamW learning rate
+    max_text_tokens: int = 256  # item text truncation
+    min_words: int = 3  # a tag draws on fields beyond the title until it has this many words
+    max_words: int = 6  # words in a tag
+    seed: int = 0  # sample order and initialisation (pretrain: the recipe's seed unless set here)
 
 
 def warmstart(model, tokenizer, texts: list[str], cfg: WarmstartConfig) -> list[float]:

@@ -131,14 +131,14 @@ def warm_generator(dataset, tokenizer_dir: Path, out: Path, cfg: dict, warm: dic
 
 def train_command(args: argparse.Namespace) -> int:
     from genrec import dist
-    from genrec.config import load_config
     from genrec.dataset import Dataset
 
     from .corpus import load_corpus_info
     from .engine import Trainer
+    from .recipe import checked_config
     from .shards import ShardSource
 
-    cfg = load_config(args.config, args.words)
+    cfg = checked_config(args.config, args.words)
     corpus = args.corpus or cfg.get("corpus")
     if not corpus:
         raise SystemExit("idgenrec pretrain: give --corpus CORPUS (a folder from 'idgenrec pretrain build-corpus')")
@@ -154,7 +154,7 @@ def train_command(args: argparse.Namespace) -> int:
     if not tok.get("path"):
         tok["path"] = str(corpus_tokenizer(source.dataset, args.out / "tokenizer", cfg))
     generator = cfg.setdefault("model", {}).setdefault("generator", {})
-    warm = dict((cfg.get("pretrain") or {}).get("warmstart") or {})
+    warm = dict(cfg.get("warmstart") or {})
     if not generator.get("init") and int(warm.get("steps", 0)) > 0:
         generator["init"] = str(warm_generator(source.dataset, Path(tok["path"]), args.out / "warmstart", cfg, warm))
     valid_n = int((cfg.get("pretrain") or {}).get("valid_users", 0))

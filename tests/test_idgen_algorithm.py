@@ -145,5 +145,5 @@ def test_entry_point_accepts_items_reports_churn_and_round_trips(tokenizer, synt
     second.save(tmp_path / "ids.tsv")
     back = IdTable.load(tmp_path / "ids.tsv")
     assert back.ids == second.ids and back.version == 2 and back.report["churn"] == second.report["churn"]
-    with pytest.raises(ValueError, match="unknown idgen settings"):
+    with pytest.raises(ValueError, match="unknown config key 'idgen.beams'"):
         IdGenConfig.from_dict({"beams": 3})

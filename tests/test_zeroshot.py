@@ -76,7 +76,7 @@ def test_eval_settings():
 
     assert eval_settings(None) == EVAL_DEFAULTS
     assert eval_settings({"eval": {"ks": [1, 3], "num_beams": 5}})["ks"] == [1, 3]
-    with pytest.raises(ValueError, match="unknown eval settings"):
+    with pytest.raises(ValueError, match="unknown config key 'eval.beams'; did you mean eval.num_beams"):
         eval_settings({"eval": {"beams": 3}})
     with pytest.raises(ValueError, match="num_beams"):
         eval_settings({"eval": {"ks": [50]}})

@@ -39,10 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=run_recommend)
 
 
-def _config(ckpt_config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    from genrec.config import load_config, merge
+def checked_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``key=value`` overrides as a config, checked against the sections evaluation reads (before any work)."""
+    from genrec.config import load_config
+    from genrec.recipe import CORE
+    from genrec.schema import combine
+    from idgen.recipe import IDGEN
+    from zeroshot.harness import EVAL
 
-    return merge(ckpt_config, load_config(None, overrides))
+    cfg = load_config(None, overrides)
+    combine(CORE, IDGEN, EVAL).validate(cfg)
+    return cfg
 
 
 def parse_dataset_arg(arg: str) -> tuple[str, Path]:
@@ -57,17 +64,19 @@ def parse_dataset_arg(arg: str) -> tuple[str, Path]:
 
 def run_zeroshot(args: argparse.Namespace) -> int:
     from genrec import dist
+    from genrec.config import merge
     from genrec.dataset import Dataset
     from zeroshot.harness import (dataset_ids, eval_settings, evaluate, format_table, load_checkpoint,
                                   metric_names, popularity_metrics, write_results)
 
+    overrides = checked_overrides(args.overrides)
     dist.init()
     named = [parse_dataset_arg(a) for a in args.dataset]
     if len({n for n, _ in named}) != len(named):
         raise DataError(args.dataset, None, "dataset names must be unique")
     datasets = [Dataset.load(folder, name) for name, folder in named]
     ckpt = load_checkpoint(args.checkpoint, require_generator=True)
-    cfg = _config(ckpt.config, args.overrides)
+    cfg = merge(ckpt.config, overrides)
     settings = eval_settings(cfg)
     rows = []
     for ds in datasets:
@@ -83,6 +92,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 
 
 def run_recommend(args: argparse.Namespace) -> int:
+    from genrec.config import merge
     from genrec.dataset import Dataset
     from genrec.decoding import constrained_beam_search, pad_batch
     from genrec.prompts import PromptBuilder
@@ -93,12 +103,13 @@ def run_recommend(args: argparse.Namespace) -> int:
 
     if not args.history and not args.text:
         raise DataError("recommend", None, "give a history: --history KEY ... and/or --text TEXT ...")
+    overrides = checked_overrides(args.overrides)
     ds = Dataset.load(args.data)
     unknown = [h for h in args.history if h not in ds.items]
     if unknown:
         raise DataError(args.data, None, f"history items not in the dataset: {unknown}")
     ckpt = load_checkpoint(args.checkpoint, require_generator=bool(args.text or args.new_item))
-    cfg = _config(ckpt.config, args.overrides)
+    cfg = merge(ckpt.config, overrides)
     with_users = userids.enabled(cfg)
     if with_users and ckpt.generator is None:
         raise DataError(ckpt.path, None, "checkpoint has no generator: prompt.user_ids needs it to name the user")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from genrec import dist
+from genrec import dist, schema
 from genrec.dataset import Dataset
 from genrec.io import DataError, atomic_write
 from genrec.splits import leave_one_out
@@ -27,36 +27,36 @@ from idgen.idtable import IdTable
 
 log = logging.getLogger(__name__)
 
-EVAL_DEFAULTS: dict[str, Any] = {
-    "ks": [5, 10],
-    "max_history": 20,
-    "template": 0,
-    "num_beams": 20,
-    "batch_size": 64,
-    "length_penalty": 1.0,
-    "early_stopping": False,
-    "exclude_history": False,
-    # batches decoded side by side by as many threads on a CPU (null: 2 when torch has >= 2 threads, see
-    # genrec.decoding.rank_prompts); ignored on other devices
-    "workers": None,
-    # the valid split on a fixed random sample of this many users (0: all), to keep model selection cheap on big
-    # datasets; the test split is always evaluated in full
-    "valid_users": 0,
-    # auto: the checkpoint's idtable when it names every item of the dataset, else the generator names them all;
-    # generate: always the generator (zero-shot); idtable: always the table
-    "ids": "auto",
-}
+@dataclass
+class EvalSettings:
+    """Evaluation (HR@k / NDCG@k with constrained beam search over the item-ID trie)."""
+
+    ks: list[int] = field(default_factory=lambda: [5, 10])  # cut-offs of HR@k and NDCG@k
+    max_history: int = 20  # history items in an evaluation prompt
+    template: int = 0  # prompt template index
+    num_beams: int = 20  # beams of the constrained search (>= the largest cut-off)
+    batch_size: int = 64  # prompts per decoding batch
+    length_penalty: float = 1.0  # beam score length penalty
+    early_stopping: bool = False  # stop a beam search once num_beams hypotheses are finished
+    exclude_history: bool = False  # never recommend an item of the user's history
+    workers: int | None = None  # CPU only: batches decoded side by side by as many threads (null: 2 when torch has
+    # >= 2 threads, see genrec.decoding.rank_prompts); ignored on other devices
+    valid_users: int = 0  # the valid split on a fixed random sample of this many users (0: all), to keep model
+    # selection cheap on big datasets; the test split is always evaluated in full
+    test_users: int | None = None  # the test split on a fixed random sample of this many users (null: all)
+    ids: Literal["auto", "generate", "idtable"] = "auto"  # auto: the checkpoint's idtable when it names every item
+    # of the dataset, else the generator names them all; generate: always the generator (zero-shot); idtable: always
+    # the table
+
+
+EVAL_DEFAULTS: dict[str, Any] = asdict(EvalSettings())
+EVAL = schema.part(eval=EvalSettings)
 
 
 def eval_settings(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``EVAL_DEFAULTS`` overridden by ``cfg["eval"]``; unknown keys are an error."""
+    """``EVAL_DEFAULTS`` overridden by ``cfg["eval"]``, checked against :class:`EvalSettings`."""
     given = dict((cfg or {}).get("eval") or {})
-    unknown = set(given) - set(EVAL_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown eval settings {sorted(unknown)} (known: {sorted(EVAL_DEFAULTS)})")
-    out = {**EVAL_DEFAULTS, **given}
-    if out["ids"] not in ("auto", "generate", "idtable"):
-        raise ValueError(f"eval.ids must be auto, generate or idtable, not {out['ids']!r}")
+    out = asdict(schema.load(EvalSettings, given, "eval"))
     if max(out["ks"]) > out["num_beams"]:
         raise ValueError(f"eval.num_beams={out['num_beams']} must be >= the largest cut-off {max(out['ks'])}")
     return out

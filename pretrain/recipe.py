@@ -1,0 +1,134 @@
+"""The trainer's recipe sections (train, optim, deepspeed, pretrain, streamed data) and the full recipe schema.
+
+``RECIPE`` combines what every layer declares (``genrec.recipe.CORE``, ``idgen.recipe.IDGEN``,
+``zeroshot.harness.EVAL`` and the sections below); ``finetune`` / ``pretrain`` check a recipe with
+:func:`checked_config` before any work is done, and ``idgenrec config show RECIPE [key=value ...]`` prints it
+resolved, with every key's type and doc. A new key is a new field of the dataclass of its section, with a type, a
+default and a trailing ``# doc`` comment (see :mod:`genrec.schema`).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from genrec.recipe import CORE
+from genrec.schema import Key, Section, combine, part
+from idgen.recipe import IDGEN
+from zeroshot.harness import EVAL
+
+Stage = Literal["generator", "recommender"]
+
+
+@dataclass
+class TrainSettings:
+    """The schedule of alternating training (pretrain.engine)."""
+
+    rounds: int = 3  # rounds of the stages in order
+    order: list[Stage] = field(default_factory=lambda: ["generator", "recommender"])  # stages of a round
+    skip_first_generator: bool = True  # round 0 trains the recommender on the initial IDs first
+    id_epochs: int = 1  # epochs of a generator stage
+    rec_epochs: int = 1  # epochs of a recommender stage
+    max_tokens: int = 8192  # padded tokens (prompt + target) per batch
+    max_batch: int = 64  # samples per batch at most
+    chunk_size: int = 4096  # samples rendered and length-sorted together
+    max_steps_per_epoch: int | None = None  # cap on the optimizer steps of an epoch (null: the whole epoch)
+    checkpoint_every: int = 0  # optimizer steps (0: only at stage ends and on signals)
+    log_every: int = 20  # steps between loss / throughput logs
+    threads: int | None = None  # CPU threads per process (null: cores / local processes)
+    select_metric: str = "NDCG@10"  # validation metric that picks the exported model
+    initial_eval: bool = False  # validate the untrained recommender first (the summary's initial_valid)
+    stage_seconds: float | dict[str, float] | None = None  # training seconds per stage, or {recommender: s,
+    # generator: s}: a stage ends its epochs once spent (equal-budget comparisons, bench/quality.py)
+    budget_minutes: float | None = None  # wall-clock budget of the whole run (null: none)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that supports it, else fp32
+
+
+@dataclass
+class OptimGroup:
+    """Optimizer of one model (AdamW, warmup then the schedule)."""
+
+    lr: float = 1e-3  # peak learning rate
+    warmup_steps: int = 0  # linear warmup steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    schedule: Literal["constant", "linear", "cosine"] = "constant"  # learning rate after warmup
+    min_lr_ratio: float = 0.0  # linear / cosine decay ends at lr * min_lr_ratio
+
+
+@dataclass
+class OptimSettings:
+    """One optimizer per model."""
+
+    recommender: OptimGroup = field(default_factory=OptimGroup)  # the recommender's optimizer
+    generator: OptimGroup = field(default_factory=lambda: OptimGroup(lr=1e-8))  # the generator's (paper lr: 1e-8)
+
+
+@dataclass
+class DeepspeedSettings:
+    """DeepSpeed engines (pretrain.dsconfig)."""
+
+    config: str = "zero2"  # configs/deepspeed/zero{0,2,3}.json or a path
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    gradient_clipping: float = 1.0  # gradient norm clipping
+    zero_stage: int | None = None  # override the template's ZeRO stage (null: the template's)
+
+
+@dataclass
+class PretrainSettings:
+    """Foundation pretraining on a Fusion corpus (idgenrec pretrain)."""
+
+    valid_users: int = 0  # Fusion users used for model selection (0: all, -1: none, the export is the last model)
+
+
+@dataclass
+class StreamSettings:
+    """Streamed corpus shards (pretrain.shards.ShardSource)."""
+
+    workers: int = 2  # DataLoader workers per rank that read, check and decode shards
+    shuffle_buffer: int = 1000  # samples in each worker's shuffle buffer (on top of the per-epoch shard permutation)
+    skip_corrupt: bool = False  # true: skip an unreadable shard with a warning instead of failing
+    timeout: float = 600  # seconds a worker may take for one sample before the run fails
+
+
+@dataclass
+class SoftIdText:
+    """Soft IDs' generator input."""
+
+    max_text_tokens: int | None = None  # item text truncation in the generator stage (null: idgen.max_text_tokens)
+
+
+TRAINER = part(
+    corpus=Key(str | None, None, "a Fusion corpus folder (pretrain; set from --corpus)"),
+    train=TrainSettings,
+    optim=OptimSettings,
+    deepspeed=DeepspeedSettings,
+    pretrain=PretrainSettings,
+    data=StreamSettings,
+    softid=SoftIdText,
+)
+
+RECIPE: Section = combine(CORE, IDGEN, EVAL, TRAINER)
+
+
+def checked_config(name, overrides=()) -> dict[str, Any]:
+    """:func:`genrec.config.load_config`, then every key checked against ``RECIPE`` (raises ``ConfigError``)."""
+    from genrec.config import load_config
+
+    cfg = load_config(name, overrides)
+    RECIPE.validate(cfg)
+    return cfg
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("config", help="inspect recipes")
+    sub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    sub.required = True
+    show = sub.add_parser("show", help="print a recipe resolved (defaults filled in), with each key's type and doc")
+    show.add_argument("recipe", help="recipe name in configs/ or a YAML path")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.rounds=1")
+    show.set_defaults(func=show_command)
+
+
+def show_command(args: argparse.Namespace) -> int:
+    print(RECIPE.render(checked_config(args.recipe, args.overrides)))
+    return 0
