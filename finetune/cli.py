@@ -5,13 +5,16 @@
 From scratch (a tokenizer is trained on the dataset's item text + template words into ``RUN/tokenizer``, tiny or
 paper-sized T5s per ``model``) or from a pretrained checkpoint: ``init=CKPT`` (an export folder) takes the
 recommender, generator and tokenizer from it. Launch with ``torchrun``/``deepspeed`` for several processes.
-``--resume`` continues from ``RUN/checkpoints/latest`` when it exists and starts fresh otherwise.
+``--resume`` continues from ``RUN/checkpoints/latest`` when it exists and starts fresh otherwise (saying which);
+``--resume=require`` fails when there is no checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
+
+from pretrain.cli import add_resume_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="standard", help="recipe name in configs/ or a YAML path (default: standard)")
     p.add_argument("--data", type=Path, required=True, help="a prepared dataset folder (idgenrec data prepare/synth)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/latest when present")
+    add_resume_options(p)
     p.set_defaults(func=run)
 
 
@@ -63,11 +66,13 @@ def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
 def run(args: argparse.Namespace) -> int:
     from genrec.dataset import Dataset
     from genrec import dist
+    from pretrain.cli import check_resume
     from pretrain.engine import Trainer
     from pretrain.recipe import checked_config
     from pretrain.sources import LeaveOneOutSource
 
     cfg = checked_config(args.config, args.overrides)
+    check_resume(args.resume, args.out)
     apply_init(cfg)
     dataset = Dataset.load(args.data)
     cfg["data_dir"] = str(args.data)
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = tokenizer_for(cfg, dataset, args.out)
     data = cfg.get("data") or {}
     source = LeaveOneOutSource(dataset, int(data.get("max_history", 20)), data.get("prefixes_per_user"))
-    summary = Trainer(cfg, source, args.out, tokenizer=tokenizer, eval_dataset=dataset, resume=args.resume).fit()
+    summary = Trainer(cfg, source, args.out, tokenizer=tokenizer, eval_dataset=dataset, resume=bool(args.resume)).fit()
     if summary.get("preempted"):
         print(f"stopped by a signal after a checkpoint; continue with --resume (run folder {args.out})")
     else:

@@ -16,7 +16,7 @@ from pathlib import Path
 USAGE = """
   idgenrec pretrain build-corpus --dataset NAME=DIR [--dataset NAME=DIR ...] --out CORPUS
                                  [--max-users N] [--seed S] [--merge-items] [--max-history H] [--samples-per-shard K]
-  idgenrec pretrain [--config RECIPE] --corpus CORPUS --out RUN [--resume] [key=value ...]"""
+  idgenrec pretrain [--config RECIPE] --corpus CORPUS --out RUN [--resume | --resume=require] [key=value ...]"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = p.add_argument_group("training")
     train.add_argument("--config", default="foundation", help="recipe name or YAML path (default: foundation)")
     train.add_argument("--corpus", type=Path, help="a corpus folder from build-corpus (default: config key corpus)")
-    train.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/latest")
+    add_resume_options(train)
     build = p.add_argument_group("build-corpus")
     build.add_argument("--dataset", action="append", default=[], metavar="NAME=DIR",
                        help="a prepared dataset folder and the name that prefixes its keys (repeat)")
@@ -40,6 +40,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--max-history", type=int, default=20, help="history cap of the training samples")
     build.add_argument("--samples-per-shard", type=int, default=2000)
     p.set_defaults(func=_main)
+
+
+def add_resume_options(parser) -> None:
+    """``--resume`` (continue when a checkpoint exists, else start fresh: what SLURM requeues pass) and
+    ``--resume=require`` (fail when there is none: a mistyped run folder does not go unnoticed)."""
+    parser.add_argument("--resume", dest="resume", action="store_const", const="auto", default=None,
+                        help="continue from RUN/checkpoints/latest when present, else start fresh (says which)")
+    parser.add_argument("--resume=require", dest="resume", action="store_const", const="require",
+                        help="continue from RUN/checkpoints/latest; fail when there is no checkpoint")
+
+
+def check_resume(mode: str | None, run: Path) -> None:
+    """``--resume=require`` without a checkpoint in ``run``: a one-line error before any work."""
+    from genrec.io import DataError
+
+    from .checkpoint import exists
+
+    if mode == "require" and not exists(run):
+        raise DataError(run / "checkpoints" / "latest", None, "--resume=require: no checkpoint to resume from")
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -139,6 +158,7 @@ def train_command(args: argparse.Namespace) -> int:
     from .shards import ShardSource
 
     cfg = checked_config(args.config, args.words)
+    check_resume(args.resume, args.out)
     corpus = args.corpus or cfg.get("corpus")
     if not corpus:
         raise SystemExit("idgenrec pretrain: give --corpus CORPUS (a folder from 'idgenrec pretrain build-corpus')")
@@ -162,7 +182,7 @@ def train_command(args: argparse.Namespace) -> int:
     if valid_n >= 0:
         users = validation_users(source.dataset.users, valid_n, int(cfg.get("seed", 0)))
         eval_dataset = Dataset(source.dataset.items, users, source.dataset.name)
-    summary = Trainer(cfg, source, args.out, eval_dataset=eval_dataset, resume=args.resume).fit()
+    summary = Trainer(cfg, source, args.out, eval_dataset=eval_dataset, resume=bool(args.resume)).fit()
     if not dist.is_main():
         return 0
     if summary.get("preempted"):

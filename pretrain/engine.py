@@ -433,8 +433,14 @@ class Trainer:
             position = self.state.get("position")
             self.global_step = int(self.state.get("global_step", 0))
             self._truncate_losses()
-            log.info("resumed at %s (step %d)", position, self.global_step)
+            if dist.is_main():
+                at = position["stage_index"]
+                where = (f"round {plan[at][0]}, {plan[at][1]} stage, epoch {position.get('epoch', 0)}"
+                         if at < len(plan) else "every stage done")
+                log.info("resume: continuing %s from its checkpoint at step %d (%s)", self.out, self.global_step, where)
         else:
+            if self.resume and dist.is_main():
+                log.info("resume: no checkpoint in %s, starting fresh", self.out / "checkpoints")
             self.state, self.global_step = {}, 0
             self.idtable = self._initial_ids()
             self._save_idtable("round-0")

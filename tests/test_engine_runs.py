@@ -103,7 +103,7 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, synth_dir, tokenizer_d
                        train={"rounds": 1, "rec_epochs": 3, "max_steps_per_epoch": 10, "checkpoint_every": 7})
     args = ["-m", "genrec.cli", "finetune", "--config", str(cfg), "--data", str(synth_dir), "--out"]
     full = tmp_path / "full"
-    finish(torchrun(2, [*args, str(full)]))
+    assert f"resume: no checkpoint in {full / 'checkpoints'}, starting fresh" in finish(torchrun(2, [*args, str(full), "--resume"]))
     expected = losses(full)
     assert sorted(expected) == list(range(1, 31))
 
@@ -121,7 +121,8 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, synth_dir, tokenizer_d
     ckpt_step = json.loads(state.read_text())["global_step"]
     assert ckpt_step == 7 and max(losses(run)) > ckpt_step  # killed mid-stage, after steps the checkpoint lacks
 
-    finish(torchrun(2, [*args, str(run), "--resume"]))
+    log = finish(torchrun(2, [*args, str(run), "--resume=require"]))
+    assert f"resume: continuing {run} from its checkpoint at step 7 (round 0, recommender stage, epoch 0)" in log
     resumed = losses(run)
     assert resumed == expected  # every step after the checkpoint reproduces the uninterrupted run's loss
 
