@@ -6,13 +6,18 @@ round the driver sends every worker its pending items, batch by batch; workers d
 straight to the registry. The registry (a :class:`~idgen.algorithm.ClaimBook`) owns the taken IDs and, once the
 round is complete, resolves it in sorted key order, so the table equals the one-process table. Every state change
 is appended to a log (JSON lines, fsynced) before it is acknowledged and replayed when Ray restarts the actor
-(``max_restarts``); calls are retried (``max_task_retries``) and idempotent, so a killed registry or worker loses
-and duplicates nothing. :class:`RayIdGenerator` keeps the actors (and their model replicas) for several runs.
+(``max_restarts``; the registry reads its item keys from a file in the state folder, so a restart needs nothing
+from the object store); its calls are retried (``max_task_retries``) and idempotent. A worker that dies is not
+restarted by Ray (its model replica lives in the object store, which a restart cannot rely on): the pool starts a
+replacement from the replica the driver holds and sends it the dead worker's calls again, so a killed registry or
+worker loses and duplicates nothing. :class:`RayIdGenerator` keeps the actors (and their model replicas) for
+several runs.
 """
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,19 +28,25 @@ from typing import Any
 import ray
 from tqdm.auto import tqdm
 
+from genrec.io import atomic_write
+
 from .algorithm import ClaimBook, chunks, propose
 from .config import IdGenConfig
 from .idtable import IdTable
 
 LOG_FILE = "registry.jsonl"
-RETRY = {"max_restarts": -1, "max_task_retries": -1}  # actors come back, calls are retried (claims are idempotent)
+KEYS_FILE = "keys.json"
+RETRY = {"max_restarts": -1, "max_task_retries": -1}  # the registry comes back, calls are retried (claims are idempotent)
+
+log = logging.getLogger(__name__)
 
 
 @ray.remote(num_cpus=0)
 class Registry:
     """The set of taken IDs and every item's state; decides claims. State is rebuilt from its log on restart."""
 
-    def __init__(self, keys: list[str], cfg: dict[str, Any], log_path: str):
+    def __init__(self, keys_path: str, cfg: dict[str, Any], log_path: str):
+        keys = json.loads(Path(keys_path).read_text(encoding="utf-8"))
         self.book = ClaimBook(keys, IdGenConfig.from_dict(cfg))
         self.log_path = Path(log_path)
         if self.log_path.exists():
@@ -92,7 +103,7 @@ class Registry:
 class Proposer:
     """One generator replica: decodes candidates for the batches it is sent and hands them to the run's registry.
 
-    Everything a call needs (texts, settings, registry) comes with the call, so a restarted actor (``max_restarts``)
+    Everything a call needs (texts, settings, registry) comes with the call, so a replacement started by the pool
     carries on; the encoder states of items still retrying are cached between calls.
     """
 
@@ -137,12 +148,28 @@ class RayIdGenerator:
         self.started = _init_ray(workers, ray_address)
         self.workers = workers
         gpus = ray.cluster_resources().get("GPU", 0)
-        num_gpus = min(1.0, gpus / workers) if gpus else 0
+        self.num_gpus = min(1.0, gpus / workers) if gpus else 0
         replica = copy.deepcopy(model).cpu().eval()
-        model_ref, tok_ref = ray.put(replica), ray.put(tokenizer)
-        self.actors = [Proposer.options(num_cpus=1, num_gpus=num_gpus, **RETRY).remote(model_ref, tok_ref)
-                       for _ in range(workers)]
+        self.model_ref, self.tok_ref = ray.put(replica), ray.put(tokenizer)  # held here for replacements
+        self.actors = [self._start() for _ in range(workers)]
         ray.get([a.ready.remote() for a in self.actors])
+
+    def _start(self):
+        """A proposer Ray does not restart (``max_restarts=0``): :meth:`_replace` starts a new one instead."""
+        return Proposer.options(num_cpus=1, num_gpus=self.num_gpus, max_restarts=0).remote(self.model_ref, self.tok_ref)
+
+    def _replace(self, worker: int, dead) -> None:
+        """Start a new proposer for ``worker`` if ``dead`` is still its actor (several calls may report one death)."""
+        if self.actors[worker] is dead:
+            log.warning("ID generation: Ray worker %d died; starting a replacement", worker)
+            self.actors[worker] = self._start()
+
+    def _forget_all(self) -> None:
+        for w, actor in enumerate(self.actors):
+            try:
+                ray.get(actor.forget.remote(None))
+            except ray.exceptions.RayActorError:
+                self._replace(w, actor)
 
     def __enter__(self) -> "RayIdGenerator":
         return self
@@ -169,26 +196,38 @@ class RayIdGenerator:
         keys = sorted(items)
         owner = {k: i % self.workers for i, batch in enumerate(chunks(keys, cfg.batch_size)) for k in batch}
         settings = cfg.to_dict()
+        with atomic_write(state / KEYS_FILE) as f:
+            json.dump(keys, f)
         registry = Registry.options(name=f"idgen-registry-{uuid.uuid4().hex[:8]}", **RETRY).remote(
-            keys, settings, str(state / LOG_FILE))
-        ray.get([a.forget.remote(None) for a in self.actors])
+            str(state / KEYS_FILE), settings, str(state / LOG_FILE))
+        self._forget_all()
         bar = tqdm(total=0, desc=f"ID generation ({self.workers} Ray workers)", unit="proposal", disable=not progress)
         try:
             round_, pending = ray.get(registry.state.remote())
             while pending:
-                calls: dict[Any, int] = {}
-                for w, actor in enumerate(self.actors):
-                    mine = [k for k in sorted(pending) if owner[k] == w]
-                    for batch in chunks(mine, cfg.batch_size):
-                        texts = {k: items[k] for k in batch}
-                        calls[actor.propose.remote(round_, texts, [pending[k] for k in batch], settings, registry)] = len(batch)
+                calls: dict[Any, tuple[int, Any, list[str]]] = {}  # call -> (worker, its actor, batch)
+
+                def send(w: int, batch: list[str]) -> None:
+                    texts = {k: items[k] for k in batch}
+                    actor = self.actors[w]
+                    ref = actor.propose.remote(round_, texts, [pending[k] for k in batch], settings, registry)
+                    calls[ref] = (w, actor, batch)
+
+                for w in range(self.workers):
+                    for batch in chunks([k for k in sorted(pending) if owner[k] == w], cfg.batch_size):
+                        send(w, batch)
                 bar.total += len(pending)
                 bar.refresh()
-                waiting = list(calls)
-                while waiting:
-                    done, waiting = ray.wait(waiting, num_returns=1)
-                    ray.get(done)
-                    bar.update(calls[done[0]])
+                while calls:
+                    done, _ = ray.wait(list(calls), num_returns=1)
+                    w, actor, batch = calls.pop(done[0])
+                    try:
+                        ray.get(done[0])
+                    except ray.exceptions.RayActorError:  # proposals are idempotent: send the batch again
+                        self._replace(w, actor)
+                        send(w, batch)
+                        continue
+                    bar.update(len(batch))
                 resolved = ray.get(registry.resolve.remote(round_))
                 for w, actor in enumerate(self.actors):
                     actor.forget.remote([k for k in pending if k not in resolved and owner[k] == w])

@@ -1,4 +1,4 @@
-"""Ray sharding: same table as one process for 1 and 2 workers, idempotent registry, registry killed mid-run."""
+"""Ray sharding: same table as one process for 1 and 2 workers, idempotent registry, registry or worker killed mid-run."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 
 from idgen import IdGenConfig  # noqa: E402
 from idgen.algorithm import generate_ids  # noqa: E402
-from idgen.distributed import LOG_FILE, Registry, generate_ids_ray  # noqa: E402
+from idgen.distributed import LOG_FILE, Registry, RayIdGenerator, generate_ids_ray  # noqa: E402
 
 from test_idgen_algorithm import tiny_generator  # noqa: E402
 
@@ -48,7 +48,8 @@ def test_ray_workers_match_one_process(tokenizer, items, single, workers):
 def test_registry_claims_are_idempotent_and_survive_restart(tmp_path):
     cfg = IdGenConfig().to_dict()
     log = tmp_path / LOG_FILE
-    reg = Registry.options(max_restarts=-1, max_task_retries=-1).remote(["a", "b", "c"], cfg, str(log))
+    (tmp_path / "keys.json").write_text(json.dumps(["a", "b", "c"]))
+    reg = Registry.options(max_restarts=-1, max_task_retries=-1).remote(str(tmp_path / "keys.json"), cfg, str(log))
     assert ray.get(reg.claim.remote("a", ["Red"])) == "red"
     assert ray.get(reg.claim.remote("a", ["blue"])) == "red"
     assert ray.get(reg.propose.remote(0, {"b": ["red", "blue"], "c": ["blue"]})) == 2
@@ -73,11 +74,7 @@ def test_registry_killed_mid_run_loses_and_duplicates_nothing(tokenizer, items, 
     driver = threading.Thread(target=run)
     driver.start()
     log = tmp_path / LOG_FILE
-    deadline = time.time() + 300  # actors start first (torch import in 2 processes): slow on a loaded machine
-    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
-        assert driver.is_alive(), "the run ended before the registry logged two records"
-        time.sleep(0.05)
-    assert log.exists() and log.read_text().count("\n") >= 2, "the registry logged nothing in 300 s"
+    wait_for_records(log, driver, 2)
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("idgen-registry")]
     assert len(names) == 1
     ray.kill(ray.get_actor(names[0]), no_restart=False)
@@ -86,3 +83,31 @@ def test_registry_killed_mid_run_loses_and_duplicates_nothing(tokenizer, items, 
     assert result["table"].ids == single.ids
     ops = [json.loads(line)["op"] for line in log.read_text().splitlines()]
     assert ops.count("resolve") == result["table"].report["rounds"]
+
+
+def wait_for_records(log, driver, n: int) -> None:
+    deadline = time.time() + 300  # actors start first (torch import in 2 processes): slow on a loaded machine
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= n):
+        assert driver.is_alive(), f"the run ended before the registry logged {n} records"
+        time.sleep(0.05)
+    assert log.exists() and log.read_text().count("\n") >= n, "the registry logged nothing in 300 s"
+
+
+def test_a_killed_worker_is_replaced_and_the_table_is_unchanged(tokenizer, items, single, tmp_path):
+    result = {}
+    with RayIdGenerator(tiny_generator(tokenizer), tokenizer, workers=2) as pool:
+        victim = pool.actors[1]
+
+        def run():
+            result["table"] = pool.generate(items, IdGenConfig(batch_size=6, max_text_tokens=48),
+                                            state_dir=str(tmp_path), progress=False)
+
+        driver = threading.Thread(target=run)
+        driver.start()
+        wait_for_records(tmp_path / LOG_FILE, driver, 1)
+        ray.kill(victim)
+        driver.join(timeout=300)
+        assert not driver.is_alive()
+        assert pool.actors[1] is not victim  # the pool started a replacement
+    assert result["table"].ids == single.ids
+    assert result["table"].report == single.report
