@@ -81,8 +81,27 @@ def run(args: argparse.Namespace) -> int:
     data = cfg.get("data") or {}
     source = LeaveOneOutSource(dataset, int(data.get("max_history", 20)), data.get("prefixes_per_user"))
     summary = Trainer(cfg, source, args.out, tokenizer=tokenizer, eval_dataset=dataset, resume=bool(args.resume)).fit()
+    if not dist.is_main():
+        return 0
     if summary.get("preempted"):
         print(f"stopped by a signal after a checkpoint; continue with --resume (run folder {args.out})")
     else:
-        print(f"finetune done in {summary['wall_seconds']:.0f}s; best {summary.get('best')}; test {summary.get('test')}")
+        print(result_table(summary, dataset.name, cfg))
+        print(f"finetune done in {summary['wall_seconds']:.0f}s; export in {args.out / 'export'}, "
+              f"results in {args.out / 'summary.json'}")
     return 0
+
+
+def result_table(summary: dict[str, Any], dataset: str, cfg: dict[str, Any]) -> str:
+    """The selected model's validation row (the stage the export comes from) and its test row."""
+    from zeroshot.harness import eval_settings, format_table, metric_names
+
+    rows = []
+    best = summary.get("best")
+    if best:
+        chosen = next(s for s in summary["stages"] if (s["round"], s["stage"]) == (best["round"], best["stage"]))
+        rows.append({"method": f"valid (round {best['round']}, {best['stage']} stage)", "dataset": dataset,
+                     **chosen["valid"]})
+    if summary.get("test"):
+        rows.append({"method": "test (the export)", "dataset": dataset, **summary["test"]})
+    return format_table(rows, metric_names(eval_settings(cfg)["ks"]))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import sys
 
@@ -15,8 +16,15 @@ COMMANDS = [
     "pretrain.cli",
     "zeroshot.cli",
     "genrec.demo",
-    "pretrain.recipe",
+    "pretrain.config_cli",
 ]
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("idgenrec")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="idgenrec",
         description="Generative recommendation with learned textual item IDs (IDGenRec).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and the third-party warnings that are silenced otherwise (genrec.quiet)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod in COMMANDS:
@@ -35,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from . import quiet
+
+    quiet.setup(args.verbose)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .io import DataError
     from .schema import ConfigError

@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--reviews", required=True, type=Path, help="reviews file (JSON lines, .gz allowed)")
         p.add_argument("--meta", required=True, type=Path, help="metadata file (.gz allowed)")
     yelp = fmt.add_parser("yelp", help="Yelp academic dataset business.json + review.json")
-    yelp.add_argument("--business", required=True, type=Path)
-    yelp.add_argument("--review", required=True, type=Path)
+    yelp.add_argument("--business", required=True, type=Path, help="business.json (JSON lines, .gz allowed)")
+    yelp.add_argument("--review", required=True, type=Path, help="review.json (JSON lines, .gz allowed)")
     yelp.add_argument("--date-range", nargs=2, metavar=("START", "END"), help="keep reviews with START <= date < END (YYYY-MM-DD)")
     idg = fmt.add_parser("idgenrec", help="IDGenRec/P5 text format: user_sequence.txt + item_plain_text.txt")
     idg.add_argument("src", type=Path, help="folder holding the two files")
@@ -45,11 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.set_defaults(func=_stats)
 
     synth = sub.add_parser("synth", help="a synthetic dataset with learnable structure (deterministic per seed)")
-    synth.add_argument("--users", type=int, default=1000)
-    synth.add_argument("--items", type=int, default=500)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--users", type=int, default=1000, help="users to generate (default %(default)s)")
+    synth.add_argument("--items", type=int, default=500, help="items to generate (default %(default)s)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same dataset")
     synth.add_argument("--platform", default="retail", help="vocabulary: retail or outdoor (a second domain)")
-    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--out", required=True, type=Path, help="output folder (canonical form)")
     synth.set_defaults(func=_synth)
 
 

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a sub-minute smoke version")
     p.add_argument("--procs", type=int, default=2, help="training processes (torchrun; 1 = a single process)")
     p.add_argument("--workers", type=int, default=2, help="Ray workers for ID generation (0 = in-process)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the models")
     p.set_defaults(func=run)
 
 

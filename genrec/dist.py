@@ -60,7 +60,10 @@ def init(single_process_group: bool = False) -> None:
         torch.cuda.set_device(device())
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    from . import quiet
+
+    with quiet.deepspeed_init():
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     atexit.register(shutdown)
 
 

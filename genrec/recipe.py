@@ -1,7 +1,7 @@
 """The recipe sections the core reads (tokenizer, model, data, prompt, ids and the top-level keys).
 
 Declared with :mod:`genrec.schema`; the layers above add theirs (``idgen.recipe``, ``zeroshot.harness``,
-``pretrain.recipe`` assembles the full recipe). A new key is a new field here, with a type, a default and a
+``pretrain.recipe`` assembles the full recipe, ``idgenrec config show`` prints it). A new key is a new field here, with a type, a default and a
 trailing ``# doc`` comment.
 """
 from __future__ import annotations

@@ -18,12 +18,12 @@ def register(subparsers) -> None:
     w.add_argument("--model", help="generator folder to continue from (default: a fresh T5 sized by --size)")
     w.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
                    help="genrec.modeling.build_t5 size, e.g. d_model=64 (repeatable)")
-    w.add_argument("--steps", type=int, default=300)
-    w.add_argument("--batch-size", type=int, default=32)
-    w.add_argument("--lr", type=float, default=2e-3)
-    w.add_argument("--max-text-tokens", type=int, default=256)
+    w.add_argument("--steps", type=int, default=300, help="optimizer steps (default %(default)s)")
+    w.add_argument("--batch-size", type=int, default=32, help="(text, tag) pairs per step (default %(default)s)")
+    w.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default %(default)s)")
+    w.add_argument("--max-text-tokens", type=int, default=256, help="item text truncation (default %(default)s)")
     w.add_argument("--max-items", type=int, default=None, help="use only the first N items")
-    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--seed", type=int, default=0, help="seed of initialisation and sample order")
     w.add_argument("--out", required=True, help="output generator folder (save_pretrained)")
     w.set_defaults(func=warmstart_cmd)
 
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     g.add_argument("--state-dir", default=None,
                    help="Ray runs: keep the registry log here; rerunning with the same folder resumes (default: temporary)")
     g.add_argument("--batch-size", type=int, default=64, help="items per forward pass")
-    g.add_argument("--max-text-tokens", type=int, default=256)
+    g.add_argument("--max-text-tokens", type=int, default=256, help="item text truncation (default %(default)s)")
     g.add_argument("--max-windows", type=int, default=5, help="length windows tried before failing")
     g.add_argument("--version", type=int, default=0, help="training round stored in the table")
     g.add_argument("--previous", default=None, help="an earlier IdTable: report the churn against it")

@@ -28,6 +28,7 @@ from typing import Any
 import ray
 from tqdm.auto import tqdm
 
+from genrec import quiet
 from genrec.io import atomic_write
 
 from .algorithm import ClaimBook, chunks, propose
@@ -133,10 +134,11 @@ def _init_ray(workers: int, ray_address: str | None) -> bool:
     """Join ``ray_address`` or start a local Ray with one logical CPU per worker; True if we started it."""
     if ray.is_initialized():
         return False
+    level = quiet.ray_logging_level()
     if ray_address:
-        ray.init(address=ray_address)
+        ray.init(address=ray_address, logging_level=level)
     else:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level=level)
     return True
 
 

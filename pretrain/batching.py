@@ -158,6 +158,19 @@ class EpochBatches:
         self.train = train
         self.position: dict = dict(resume) if resume else {"chunk": 0, "source": None, "batches": 0}
 
+    def count(self) -> int | None:
+        """This rank's batches in the whole epoch, when the source can list its share up front (``share``; an
+        in-memory source): the epoch rendered once more, chunk by chunk, keeping nothing (~50 us a sample).
+        ``None`` for a streaming source."""
+        share = getattr(self.source, "share", None)
+        if share is None:
+            return None
+        transform = RenderTransform(self.render, self.seed, self.epoch, self.train)
+        samples = share(self.epoch, self.rank, self.world, self.seed)
+        return sum(len(token_budget_batches([transform(s) for s in samples[i:i + self.chunk_size]], self.max_tokens,
+                                            self.max_batch, random.Random(0)))
+                   for i in range(0, len(samples), self.chunk_size))
+
     def __iter__(self) -> Iterator[list[Example]]:
         chunk, skip = 0, 0
         if self.resume and self.resume.get("source") is not None:

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--seed", type=int, default=0, help="seed of user downsampling and sample order")
     build.add_argument("--merge-items", action="store_true", help="the same item key in two datasets is one item")
     build.add_argument("--max-history", type=int, default=20, help="history cap of the training samples")
-    build.add_argument("--samples-per-shard", type=int, default=2000)
+    build.add_argument("--samples-per-shard", type=int, default=2000, help="training samples per webdataset shard (default %(default)s)")
     p.set_defaults(func=_main)
 
 

@@ -322,7 +322,8 @@ class Trainer:
         gas = engine.gradient_accumulation_steps()
         every = int(t.get("checkpoint_every", 0) or 0)
         log_every = int(t.get("log_every", 20))
-        bar = tqdm(desc=f"{kind} epoch {epoch}", unit="batch", disable=not dist.is_main(), total=max_steps, initial=steps)
+        bar = tqdm(desc=f"{kind} epoch {epoch}", unit="batch", disable=not dist.is_main(),
+                   total=self._epoch_steps(batches, max_steps), initial=steps)
         samples = tokens = 0
         start = time.perf_counter()
         it = iter(batches)
@@ -361,6 +362,16 @@ class Trainer:
         dt = time.perf_counter() - start
         samples, tokens = (sum(c) for c in zip(*dist.all_gather_object((samples, tokens))))
         return {"samples_per_s": samples / dt, "tokens_per_s": tokens / dt, "steps": steps, "seconds": dt, "samples": samples}
+
+    @staticmethod
+    def _epoch_steps(batches: EpochBatches, max_steps: int | None) -> int | None:
+        """Steps of the epoch for the progress bar: the fewest batches of any rank (an epoch ends for all ranks
+        when one runs out), capped by ``max_steps``; ``None`` when a rank cannot count them (streamed data)."""
+        counts = dist.all_gather_object(batches.count())
+        known = None if None in counts else min(counts)
+        if max_steps:
+            return int(max_steps) if known is None else min(known, int(max_steps))
+        return known
 
     def train_epoch(self, kind: str, idtable: IdTable, epoch: int = 0) -> dict[str, float]:
         """One epoch of one stage outside the schedule, with a given IdTable (benchmarks); call :meth:`setup` first."""

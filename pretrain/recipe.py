@@ -8,7 +8,6 @@ default and a trailing ``# doc`` comment (see :mod:`genrec.schema`).
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -117,18 +116,3 @@ def checked_config(name, overrides=()) -> dict[str, Any]:
     cfg = load_config(name, overrides)
     RECIPE.validate(cfg)
     return cfg
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("config", help="inspect recipes")
-    sub = p.add_subparsers(dest="config_command", metavar="ACTION")
-    sub.required = True
-    show = sub.add_parser("show", help="print a recipe resolved (defaults filled in), with each key's type and doc")
-    show.add_argument("recipe", help="recipe name in configs/ or a YAML path")
-    show.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.rounds=1")
-    show.set_defaults(func=show_command)
-
-
-def show_command(args: argparse.Namespace) -> int:
-    print(RECIPE.render(checked_config(args.recipe, args.overrides)))
-    return 0

@@ -59,12 +59,16 @@ class LeaveOneOutSource:
               transform: Callable[[Sample], Any] | None = None) -> Iterator[Any]:
         """This rank's samples of ``epoch`` (deterministic in ``seed``/``epoch``), continuing a restored position;
         ``transform(sample)`` instead of the sample when given."""
-        mine = self._order(epoch, seed)[rank::world]
+        mine = self.share(epoch, rank, world, seed)
         start, self._start = self._start, 0
         self._position = start
-        for i in mine[start:]:
+        for sample in mine[start:]:
             self._position += 1
-            yield self.samples[i] if transform is None else transform(self.samples[i])
+            yield sample if transform is None else transform(sample)
+
+    def share(self, epoch: int, rank: int, world: int, seed: int) -> list[Sample]:
+        """This rank's samples of ``epoch`` in order, from the start (no position involved)."""
+        return [self.samples[i] for i in self._order(epoch, seed)[rank::world]]
 
     def __len__(self) -> int:
         return len(self.samples) if not self.prefixes_per_user else len(self._order(0, 0))

@@ -102,6 +102,9 @@ def test_epoch_batches_resume_mid_epoch(synth_dataset, renderer):
         next(it)
     rest = [[e.input_ids for e in b] for b in make(resume=first.position)]
     assert rest == full[7:]
+    assert make().count() == len(full)  # the progress bar's total, counted without touching the source's position
+    counted = make(resume=first.position)
+    assert counted.count() == len(full) and len(list(counted)) == len(full) - 7
 
 
 def test_deepspeed_config_resolution():

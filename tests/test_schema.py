@@ -1,6 +1,7 @@
 """The recipe schema: every recipe validates, unknown keys and wrong types fail early and name the fix."""
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,14 @@ def test_every_recipe_validates(path):
 
 def test_the_overrides_of_demo_and_benchmarks_validate():
     from bench.quality import T5_METHODS, t5_budget_overrides
+    from bench.zeroshot_fusion import pretrain_overrides
     from genrec.demo import SIZES
 
     checked_config("demo", SIZES["quick"].overrides)
     for method in T5_METHODS:
         checked_config(ROOT / "bench" / "quality.yaml", [*t5_budget_overrides(method, 60.0, 3, 0.25), "train.threads=1"])
+    fusion = argparse.Namespace(size="tiny", seed=0, vocab=2000, warmstart_steps=50, overrides=[])
+    checked_config("foundation", pretrain_overrides(fusion))
 
 
 def test_every_key_has_a_type_and_a_doc():

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--vocab-size", type=int, default=32128, help="soft limit (paper: 32,128)")
     train.add_argument("--templates", type=Path, help="template file whose words are added (default: built-in)")
     train.add_argument("--extra-ids", type=int, default=0, help="number of <extra_id_N> sentinels to append")
-    train.add_argument("--out", required=True, type=Path)
+    train.add_argument("--out", required=True, type=Path, help="output tokenizer folder (save_pretrained layout)")
     train.set_defaults(func=_train)
 
 

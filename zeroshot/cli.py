@@ -20,20 +20,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="export folder (recommender/, generator/, tokenizer/, ...)")
     p.add_argument("--dataset", action="append", required=True, metavar="NAME=DIR",
                    help="a prepared dataset folder, optionally named (repeatable)")
-    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--split", choices=["valid", "test"], default="test", help="leave-one-out split to evaluate (default: test)")
     p.add_argument("--out", default="zeroshot.json", help="results JSON (written atomically)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.batch_size=32")
     p.set_defaults(func=run_zeroshot)
 
     r = sub.add_parser("recommend", help="top-k items for one user history")
-    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--checkpoint", required=True, help="export folder (recommender/, tokenizer/, idtable.tsv, generator/ for free text)")
     r.add_argument("--data", required=True, help="prepared dataset folder: the catalogue to rank")
     r.add_argument("--history", nargs="+", default=[], metavar="KEY", help="history item keys, oldest first")
     r.add_argument("--text", nargs="+", default=[], metavar="TEXT",
                    help="history items as free text (named by the generator), after --history items")
     r.add_argument("--new-item", nargs="+", default=[], metavar="TEXT",
                    help="cold-start items to add to the catalogue (named by the generator, inserted into the trie)")
-    r.add_argument("-k", type=int, default=10)
+    r.add_argument("-k", type=int, default=10, help="items to recommend (at most eval.num_beams; default %(default)s)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override (repeatable; an option, since --history and --text take many values)")
     r.set_defaults(func=run_recommend)
