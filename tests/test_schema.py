@@ -89,3 +89,13 @@ def test_finetune_rejects_a_bad_value_before_any_work(tmp_path, synth_dir):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "idgenrec: error: config key 'train.rounds': expected int, got 'abc' (str)"
     assert not out.exists()  # no tokenizer trained, nothing written
+
+
+def test_zeroshot_and_recommend_check_their_overrides_before_loading_anything(tmp_path, capsys):
+    from genrec.cli import main
+
+    missing = str(tmp_path / "missing")
+    assert main(["zeroshot", "--checkpoint", missing, "--dataset", missing, "eval.beams=3"]) == 2
+    assert "unknown config key 'eval.beams'; did you mean eval.num_beams?" in capsys.readouterr().err
+    assert main(["recommend", "--checkpoint", missing, "--data", missing, "--history", "a", "--set", "eval.num_beams=x"]) == 2
+    assert "config key 'eval.num_beams': expected int, got 'x' (str)" in capsys.readouterr().err

@@ -514,7 +514,7 @@ def test_sigterm_checkpoints_requeues_and_resumes(tmp_path, small_data, tokenize
     # the requeued job: same job id and OUT, SLURM counts the restart
     res = run_script("finetune.sbatch", {**env, "SLURM_RESTART_COUNT": "1"}, *overrides, timeout=400)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "resumed at" in res.stdout + res.stderr
+    assert f"resume: continuing {out} from its checkpoint at step {state['global_step']}" in res.stdout + res.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["global_steps"] > state["global_step"]
     assert loss_steps(out) == list(range(1, summary["global_steps"] + 1)), "resume continues the step count exactly"
