@@ -56,7 +56,7 @@ def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
     folder = out / "tokenizer"
     if dist.is_main() and not folder.exists():
         templates = (cfg.get("prompt") or {}).get("templates")
-        train_tokenizer([it.text for it in dataset.items.values()], folder, int(tok_cfg.get("vocab_size", 8000)),
+        train_tokenizer([it.text for it in dataset.items.values()], folder, int(tok_cfg.get("vocab_size", 32128)),
                         extra_texts=template_words(templates))
     dist.barrier()
     tok_cfg["path"] = str(folder)
