@@ -21,6 +21,7 @@ docs (``idgenrec config show``). The core only holds the mechanism: each layer d
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -96,9 +97,6 @@ class Section:
 
     # ------------------------------------------------------------------ defaults and display
 
-    def defaults(self) -> dict[str, Any]:
-        return {k: s.defaults() if isinstance(s, Section) else _copy(s.default) for k, s in self.keys.items()}
-
     def resolve(self, cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         """``cfg`` with every absent key at its default (``cfg`` must be valid)."""
         cfg = cfg or {}
@@ -107,7 +105,7 @@ class Section:
             if isinstance(s, Section):
                 out[k] = s.resolve(cfg.get(k))
             else:
-                out[k] = _copy(cfg[k]) if k in cfg else _copy(s.default)
+                out[k] = copy.deepcopy(cfg[k] if k in cfg else s.default)
         return out
 
     def render(self, cfg: Mapping[str, Any] | None = None, indent: int = 0) -> str:
@@ -131,12 +129,9 @@ class Section:
                 rows.append((f"{pad}{k}: {_flow(resolved[k])}", note))
 
 
-def _copy(value: Any) -> Any:
-    return yaml.safe_load(yaml.safe_dump(value)) if isinstance(value, (dict, list)) else value
-
-
 def _flow(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip().removesuffix("\n...").removesuffix("...").strip()
+    """One line of YAML (flow style) for a value."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip().removesuffix("\n...")
 
 
 # ---------------------------------------------------------------------- types
@@ -162,7 +157,7 @@ def type_ok(value: Any, tp: Any) -> bool:
     if tp is str:
         return isinstance(value, str)
     if origin is list or tp is list:
-        return isinstance(value, list) and all(type_ok(v, args[0]) for v in value) if args else isinstance(value, list)
+        return isinstance(value, list) and (not args or all(type_ok(v, args[0]) for v in value))
     if origin is dict or tp is dict:
         return isinstance(value, dict) and (not args or all(type_ok(v, args[1]) for v in value.values()))
     raise TypeError(f"schema: unsupported type {tp!r}")
