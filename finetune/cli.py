@@ -13,6 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from genrec.io import OVERWRITE_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("finetune", help="train recommender + ID generator on one dataset (alternating stages)")
@@ -21,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="a prepared dataset folder (idgenrec data prepare/synth)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/latest when present")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP + "; starts a previous run over")
     p.set_defaults(func=run)
 
 
@@ -64,14 +67,19 @@ def run(args: argparse.Namespace) -> int:
     from genrec.config import load_config
     from genrec.dataset import Dataset
     from genrec import dist
-    from pretrain.engine import Trainer
+    from genrec.io import OutputDir
+    from pretrain.engine import RUN_ENTRIES, Trainer
     from pretrain.sources import LeaveOneOutSource
 
+    run_dir = OutputDir(args.out, "finetune", args.overwrite, resume=bool(args.resume))  # refuses before any work
     cfg = load_config(args.config, args.overrides)
     apply_init(cfg)
     dataset = Dataset.load(args.data)
     cfg["data_dir"] = str(args.data)
     dist.init(single_process_group=True)
+    if dist.is_main():
+        run_dir.claim(RUN_ENTRIES)
+    dist.barrier()
     tokenizer = tokenizer_for(cfg, dataset, args.out)
     data = cfg.get("data") or {}
     source = LeaveOneOutSource(dataset, int(data.get("max_history", 20)), data.get("prefixes_per_user"))

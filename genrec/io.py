@@ -1,10 +1,13 @@
-"""Error type for bad input and atomic writers, so no command ever leaves a half-written output."""
+"""Error type for bad input, atomic writers and owned output folders: no command leaves a half-written output or
+deletes a file it did not write."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -63,6 +66,115 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+MANIFEST = ".idgenrec-output.json"
+OVERWRITE_HELP = "write into a non-empty folder this command did not create (replaces only what the command writes)"
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    """The manifest an idgenrec command left in ``folder`` (``None`` when there is none or it is unreadable)."""
+    try:
+        data = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("files"), list) else None
+
+
+class OutputDir:
+    """An output folder owned by one command: what it refuses, and how it replaces only what it writes.
+
+    A folder is the command's own when its manifest (``.idgenrec-output.json``: the command and the top-level
+    entries it wrote) names that command. A non-empty folder that is not its own is refused (``DataError``, so the
+    CLI prints one line and exits 2) unless ``overwrite``; a resumable command (``resume`` not ``None``: training
+    runs) also refuses its own previous run unless resumed or overwritten. Entries that neither the manifest nor the
+    command's own output name are never touched, with or without ``overwrite``.
+
+    Finished outputs are staged (:meth:`write`): written into a hidden folder beside (or, for an existing folder,
+    inside) the target, then renamed into place entry by entry, the manifest last. Commands that work in place for
+    a long time (a training run checkpoints into its folder so ``--resume`` can continue it) use :meth:`claim`.
+    """
+
+    def __init__(self, path: str | os.PathLike, command: str, overwrite: bool = False, resume: bool | None = None):
+        self.given, self.command, self.resume = str(path), command, resume
+        self.path = Path(os.path.abspath(path))  # '.' and '..' have no name; their absolute form does
+        if resume and overwrite:
+            raise DataError(self.given, None, "--resume and --overwrite contradict each other: give one")
+        if self.path.exists() and not self.path.is_dir():
+            raise DataError(self.given, None, "exists and is not a folder")
+        self.previous = read_manifest(self.path)
+        self.own = self.previous is not None and self.previous.get("command") == command
+        if overwrite or resume or not self.path.is_dir() or not any(self.path.iterdir()):
+            return
+        if self.own and resume is None:
+            return
+        if self.own:
+            raise DataError(self.given, None, f"holds a previous 'idgenrec {command}' run; pass --resume to continue "
+                                              "it or --overwrite to start over")
+        raise DataError(self.given, None, f"folder is not empty and was not written by 'idgenrec {command}'; pass "
+                                          "--overwrite to write into it (files the command does not write are kept)")
+
+    def _previous_files(self) -> set[str]:
+        return {str(name) for name in self.previous["files"]} if self.own else set()
+
+    def _write_manifest(self, folder: Path, files: list[str]) -> None:
+        with atomic_write(folder / MANIFEST) as f:
+            json.dump({"command": self.command, "files": sorted(files),
+                       "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f, indent=2)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Path]:
+        """Yield an empty staging folder; on success its entries replace the target's, else nothing changes."""
+        if not self.path.exists():
+            with atomic_dir(self.path) as tmp:
+                yield tmp
+                self._write_manifest(tmp, [p.name for p in tmp.iterdir()])
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=".idgenrec-staging-", dir=self.path))
+        os.chmod(tmp, 0o777 & ~_umask())
+        try:
+            yield tmp
+            new = [p.name for p in tmp.iterdir()]
+            self._replace(self._previous_files() - set(new), moves={name: tmp / name for name in new})
+            self._write_manifest(self.path, new)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def claim(self, entries: list[str]) -> None:
+        """For commands writing in place: remove this command's old ``entries`` (unless resuming), record them."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        ours = set(entries) | self._previous_files()
+        if not self.resume:
+            self._replace(ours, moves={})
+        self._write_manifest(self.path, sorted(ours))
+
+    def _replace(self, remove: set[str], moves: dict[str, Path]) -> None:
+        """Rename each ``moves`` source over its entry and move ``remove`` away; both only touch the named entries."""
+        trash = Path(tempfile.mkdtemp(prefix=".idgenrec-replaced-", dir=self.path))
+        try:
+            for name, src in moves.items():
+                dst = self.path / name
+                if os.path.lexists(dst) and (src.is_dir() or (dst.is_dir() and not dst.is_symlink())):
+                    os.replace(dst, trash / name)  # rename cannot put a folder over a non-empty folder or a file
+                os.replace(src, dst)
+            for name in remove:
+                if os.path.lexists(self.path / name):
+                    os.replace(self.path / name, trash / name)
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def check_output_file(path: str | os.PathLike, command: str, overwrite: bool, header: str) -> None:
+    """Refuse to replace an existing file that this command did not write (its first line is not ``header``)."""
+    path = Path(path)
+    if overwrite or not path.exists():
+        return
+    if path.is_dir():
+        raise DataError(path, None, "is a folder; give a file name")
+    with open(path, "rb") as f:
+        first = f.read(len(header.encode()))
+    if first and first != header.encode():
+        raise DataError(path, None, f"exists and was not written by 'idgenrec {command}'; pass --overwrite to replace it")
 
 
 def open_text(path: str | os.PathLike) -> IO[str]:
