@@ -35,12 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
         p.add_argument("--name", help="dataset name (default: the output folder's name)")
         p.add_argument("--k", type=int, default=k, help=f"k-core threshold for users and items, 0 = off (default {k})")
+        p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines (logged as a count) instead of failing")
         p.set_defaults(func=_prepare)
     for p in (a14, a18, yelp):
         p.add_argument("--fields", help="comma-separated item fields, in text order (default: the format's own)")
         p.add_argument("--lowercase", action="store_true", help="lower-case the item text")
         p.add_argument("--max-field-chars", type=int, help="truncate every field to this many characters")
-        p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines (logged as a count) instead of failing")
 
     stats = sub.add_parser("stats", help="users, items, interactions, density, sequence lengths")
     stats.add_argument("dir", type=Path, help="a dataset folder in canonical form")
@@ -71,7 +71,7 @@ def _prepare(args: argparse.Namespace) -> int:
     out = OutputDir(args.out, "data prepare", args.overwrite)
     name = args.name or out.path.name
     if args.format == "idgenrec":
-        ds = Dataset.load(args.src, name=name)
+        ds = Dataset.load(args.src, name=name, skip_bad_lines=args.skip_bad_lines)
         if args.k:
             ds = readers.kcore_dataset(ds, args.k)
     else:

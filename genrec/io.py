@@ -1,15 +1,19 @@
-"""Error type for bad input, atomic writers and owned output folders: no command leaves a half-written output or
-deletes a file it did not write."""
+"""Error type for bad input and a line reader that reports it, atomic writers and owned output folders: no command
+shows a traceback for bad input, leaves a half-written output or deletes a file it did not write."""
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import IO, Iterator
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -177,13 +181,58 @@ def check_output_file(path: str | os.PathLike, command: str, overwrite: bool, he
         raise DataError(path, None, f"exists and was not written by 'idgenrec {command}'; pass --overwrite to replace it")
 
 
-def open_text(path: str | os.PathLike) -> IO[str]:
-    """Open a text file for reading, transparently gunzipping ``*.gz``."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    if path.suffix == ".gz":
-        import gzip
 
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+class BadLines:
+    """Where bad lines go: raised by default; with ``skip`` counted per file (the first one kept for the report)."""
+
+    def __init__(self, skip: bool = False):
+        self.skip = skip
+        self.counts: Counter[str] = Counter()
+        self.first: dict[str, DataError] = {}
+
+    def __call__(self, error: DataError) -> None:
+        if not self.skip:
+            raise error
+        self.counts[error.path] += 1
+        self.first.setdefault(error.path, error)
+        log.debug("skipped %s", error)
+
+    def report(self) -> None:
+        """One warning per file with skipped lines: how many, and the first one."""
+        for path, n in self.counts.items():
+            first = self.first[path]
+            log.warning("skipped %d bad line(s) in %s (first: line %s: %s)", n, path, first.line, first.problem)
+
+
+def read_lines(path: str | os.PathLike, bad: BadLines) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file (``*.gz`` gunzipped), read as bytes so an undecodable line is reported
+    (or skipped) at its own line; a file that cannot be read any further is a :class:`DataError` at the line it stops."""
+    import gzip
+    import zlib
+
+    from tqdm import tqdm
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "file not found" if not path.exists() else "not a file")
+    lineno = 0
+    try:
+        f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except OSError as e:
+        raise DataError(path, None, f"cannot open ({type(e).__name__}: {e.strerror or e})") from None
+    with f, tqdm(desc=f"reading {path.name}", unit=" lines", mininterval=2, disable=None) as bar:
+        while True:
+            try:
+                raw = f.readline()
+            except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt gzip: nothing after this is readable
+                raise DataError(path, lineno + 1, f"unreadable ({type(e).__name__}: {e})") from None
+            if not raw:
+                return
+            lineno += 1
+            bar.update()
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                bad(DataError(path, lineno, f"not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"))
+                continue
+            yield lineno, text
