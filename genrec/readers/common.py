@@ -70,6 +70,16 @@ def parse_literal(line: str) -> Any:
     return ast.literal_eval(node)
 
 
+def _why(e: Exception) -> str:
+    """A parser's complaint, with the column in the line (the parsers count lines within the record)."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"JSON: {e.msg} at column {e.colno}"
+    if isinstance(e, SyntaxError):
+        return f"{e.msg} at column {e.offset}" if e.offset else str(e.msg)
+    first = str(e).splitlines()[0][:80] if str(e) else ""
+    return f"{type(e).__name__}: {first}"
+
+
 def records(path: str | Path, parse: Callable[[str], Any], bad: BadLines) -> Iterator[tuple[int, dict]]:
     """``(line number, dict)`` for every non-blank line; malformed lines go to ``bad``. A file without a single
     record (empty, or every line bad and skipped) is an error."""
@@ -78,10 +88,9 @@ def records(path: str | Path, parse: Callable[[str], Any], bad: BadLines) -> Ite
         if not line.strip():
             continue
         try:
-            rec = parse(line)
+            rec = parse(line.rstrip("\r\n"))
         except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as e:
-            first = str(e).splitlines()[0][:80] if str(e) else ""
-            bad(DataError(path, lineno, f"malformed line ({type(e).__name__}: {first})"))
+            bad(DataError(path, lineno, f"malformed line ({_why(e)})"))
             continue
         if not isinstance(rec, dict):
             bad(DataError(path, lineno, f"malformed line (expected a record, got {type(rec).__name__})"))
