@@ -119,7 +119,11 @@ class OutputDir:
                                           "--overwrite to write into it (files the command does not write are kept)")
 
     def _previous_files(self) -> set[str]:
-        return {str(name) for name in self.previous["files"]} if self.own else set()
+        """The entries the manifest names, if the folder is this command's: plain names only, never a path."""
+        if not self.own:
+            return set()
+        names = {name for name in self.previous["files"] if isinstance(name, str)}
+        return {name for name in names if name not in ("", ".", "..", MANIFEST) and Path(name).name == name}
 
     def _write_manifest(self, folder: Path, files: list[str]) -> None:
         with atomic_write(folder / MANIFEST) as f:
@@ -179,7 +183,6 @@ def check_output_file(path: str | os.PathLike, command: str, overwrite: bool, he
         first = f.read(len(header.encode()))
     if first and first != header.encode():
         raise DataError(path, None, f"exists and was not written by 'idgenrec {command}'; pass --overwrite to replace it")
-
 
 
 class BadLines:

@@ -65,6 +65,17 @@ def test_staged_write_replaces_own_entries_and_keeps_foreign(tmp_path):
         OutputDir(out, "y")
 
 
+def test_manifest_names_only_entries_of_its_own_folder(tmp_path):
+    out, outside = tmp_path / "out", tmp_path / "precious"
+    outside.write_text("keep")
+    out.mkdir()
+    (out / MANIFEST).write_text(json.dumps({"command": "x", "files": [str(outside), "../precious", "..", "a"]}))
+    (out / "a").write_text("old")
+    with OutputDir(out, "x").write() as tmp:
+        (tmp / "b").write_text("new")
+    assert outside.read_text() == "keep" and sorted(os.listdir(out)) == sorted([MANIFEST, "b"])
+
+
 def test_new_folder_is_renamed_into_place_whole(tmp_path):
     with pytest.raises(ValueError):
         with OutputDir(tmp_path / "new", "x").write() as tmp:
