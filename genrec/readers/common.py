@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from tqdm import tqdm
-
 from tokenization.text import plain_text
 
 from ..dataset import Dataset, Item
