@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.cli import add_resume_options
+from genrec.io import OVERWRITE_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="a prepared dataset folder (idgenrec data prepare/synth)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     add_resume_options(p)
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP + "; starts a previous run over")
     p.set_defaults(func=run)
 
 
@@ -66,17 +68,22 @@ def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
 def run(args: argparse.Namespace) -> int:
     from genrec.dataset import Dataset
     from genrec import dist
+    from genrec.io import OutputDir
     from pretrain.cli import check_resume
-    from pretrain.engine import Trainer
+    from pretrain.engine import RUN_ENTRIES, Trainer
     from pretrain.recipe import checked_config
     from pretrain.sources import LeaveOneOutSource
 
+    run_dir = OutputDir(args.out, "finetune", args.overwrite, resume=bool(args.resume))  # refuses before any work
     cfg = checked_config(args.config, args.overrides)
     check_resume(args.resume, args.out)
     apply_init(cfg)
     dataset = Dataset.load(args.data)
     cfg["data_dir"] = str(args.data)
     dist.init(single_process_group=True)
+    if dist.is_main():
+        run_dir.claim(RUN_ENTRIES)
+    dist.barrier()
     tokenizer = tokenizer_for(cfg, dataset, args.out)
     data = cfg.get("data") or {}
     source = LeaveOneOutSource(dataset, int(data.get("max_history", 20)), data.get("prefixes_per_user"))

@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+from .io import OVERWRITE_HELP
+
 log = logging.getLogger(__name__)
 
 
@@ -30,14 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     idg.add_argument("src", type=Path, help="folder holding the two files")
     for p, k in ((a14, 5), (a18, 5), (yelp, 5), (idg, 0)):
         p.add_argument("--out", required=True, type=Path, help="output folder (canonical form)")
+        p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
         p.add_argument("--name", help="dataset name (default: the output folder's name)")
         p.add_argument("--k", type=int, default=k, help=f"k-core threshold for users and items, 0 = off (default {k})")
+        p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines (logged as a count) instead of failing")
         p.set_defaults(func=_prepare)
     for p in (a14, a18, yelp):
         p.add_argument("--fields", help="comma-separated item fields, in text order (default: the format's own)")
         p.add_argument("--lowercase", action="store_true", help="lower-case the item text")
         p.add_argument("--max-field-chars", type=int, help="truncate every field to this many characters")
-        p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines (logged as a count) instead of failing")
 
     stats = sub.add_parser("stats", help="users, items, interactions, density, sequence lengths")
     stats.add_argument("dir", type=Path, help="a dataset folder in canonical form")
@@ -50,24 +53,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same dataset")
     synth.add_argument("--platform", default="retail", help="vocabulary: retail or outdoor (a second domain)")
     synth.add_argument("--out", required=True, type=Path, help="output folder (canonical form)")
+    synth.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     synth.set_defaults(func=_synth)
 
 
-def _save(ds, out: Path) -> None:
-    from .io import atomic_dir
-
-    with atomic_dir(out) as tmp:
+def _save(ds, out) -> None:
+    with out.write() as tmp:
         ds.save(tmp)
-    print(format_stats(ds.stats(), title=str(out)))
+    print(format_stats(ds.stats(), title=out.given))
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from . import readers
     from .dataset import Dataset
+    from .io import OutputDir
 
-    name = args.name or args.out.name
+    out = OutputDir(args.out, "data prepare", args.overwrite)
+    name = args.name or out.path.name
     if args.format == "idgenrec":
-        ds = Dataset.load(args.src, name=name)
+        ds = Dataset.load(args.src, name=name, skip_bad_lines=args.skip_bad_lines)
         if args.k:
             ds = readers.kcore_dataset(ds, args.k)
     else:
@@ -83,7 +87,7 @@ def _prepare(args: argparse.Namespace) -> int:
             ds = readers.read_amazon2018(args.reviews, args.meta, **common)
         else:
             ds = readers.read_yelp(args.business, args.review, date_range=tuple(args.date_range) if args.date_range else None, **common)
-    _save(ds, args.out)
+    _save(ds, out)
     return 0
 
 
@@ -117,11 +121,13 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from .io import OutputDir
     from .synth import synthesize
 
+    out = OutputDir(args.out, "data synth", args.overwrite)
     try:
         ds = synthesize(args.users, args.items, args.seed, args.platform)
     except ValueError as e:
         raise SystemExit(f"idgenrec data synth: {e}") from None
-    _save(ds, args.out)
+    _save(ds, out)
     return 0

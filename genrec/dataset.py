@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, atomic_write, open_text
+from .io import BadLines, DataError, atomic_write, read_lines
 
 USER_FILE = "user_sequence.txt"
 ITEM_FILE = "item_plain_text.txt"
@@ -66,7 +66,7 @@ class Dataset:
         if any(item.fields for item in self.items.values()):
             with atomic_write(out / FIELDS_FILE) as f:
                 for key, item in self.items.items():
-                    f.write(json.dumps({"item": key, **item.fields}, ensure_ascii=False) + "\n")
+                    f.write(json.dumps({"item": key, **item.fields}, ensure_ascii=False, default=str) + "\n")
         with atomic_write(out / USER_FILE) as f:
             for user, seq in self.users.items():
                 f.write(" ".join([user, *seq]) + "\n")
@@ -74,64 +74,75 @@ class Dataset:
             json.dump({"name": self.name, **self.stats()}, f, indent=2)
 
     @classmethod
-    def load(cls, path: str | Path, name: str | None = None) -> "Dataset":
-        """Read a folder in the IDGenRec text format, checking every line."""
+    def load(cls, path: str | Path, name: str | None = None, skip_bad_lines: bool = False) -> "Dataset":
+        """Read a folder in the IDGenRec text format, checking every line (``skip_bad_lines``: skip and count)."""
         path = Path(path)
         if not path.is_dir():
             raise DataError(path, None, "dataset folder not found")
-        items = read_item_text(path / ITEM_FILE)
+        bad = BadLines(skip_bad_lines)
+        items = read_item_text(path / ITEM_FILE, bad)
         fields_path = path / FIELDS_FILE
         if fields_path.exists():
-            with open_text(fields_path) as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                        key = rec.pop("item")
-                    except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise DataError(fields_path, lineno, f"malformed JSON line ({e})") from None
-                    if key in items:
-                        items[key].fields = rec
-        users = read_user_sequences(path / USER_FILE, items)
+            for lineno, line in read_lines(fields_path, bad):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError as e:
+                    bad(DataError(fields_path, lineno, f"malformed JSON line ({e})"))
+                    continue
+                if not isinstance(rec, dict) or "item" not in rec:
+                    bad(DataError(fields_path, lineno, "malformed line (expected a record with an 'item' field)"))
+                    continue
+                key = rec.pop("item")
+                if isinstance(key, str) and key in items:
+                    items[key].fields = rec
+        users = read_user_sequences(path / USER_FILE, items, bad)
+        bad.report()
         return cls(items=items, users=users, name=name or path.name)
 
 
-def read_item_text(path: Path) -> dict[str, Item]:
+def read_item_text(path: Path, bad: BadLines | None = None) -> dict[str, Item]:
+    """``key text`` per line: a key without text or listed twice is a bad line."""
+    bad = bad or BadLines()
     items: dict[str, Item] = {}
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            key, _, text = line.partition(" ")
-            if not text.strip():
-                raise DataError(path, lineno, f"item {key!r} has no text")
-            if key in items:
-                raise DataError(path, lineno, f"item {key!r} listed twice")
-            items[key] = Item(key, text.strip())
+    for lineno, line in read_lines(path, bad):
+        parts = line.split(None, 1)
+        if not parts:
+            continue
+        if len(parts) < 2:
+            bad(DataError(path, lineno, f"item {parts[0]!r} has no text"))
+        elif parts[0] in items:
+            bad(DataError(path, lineno, f"item {parts[0]!r} listed twice"))
+        else:
+            items[parts[0]] = Item(parts[0], parts[1].strip())
     if not items:
-        raise DataError(path, None, "empty file: no items")
+        raise DataError(path, None, _nothing(path, bad, "items"))
     return items
 
 
-def read_user_sequences(path: Path, items: dict[str, Item] | None = None) -> dict[str, list[str]]:
+def read_user_sequences(path: Path, items: dict[str, Item] | None = None, bad: BadLines | None = None) -> dict[str, list[str]]:
     """``user item item ...`` per line; with ``items``, every item must have text (errors name the line)."""
+    bad = bad or BadLines()
     users: dict[str, list[str]] = {}
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2:
-                raise DataError(path, lineno, f"user {parts[0]!r} has no items")
-            if parts[0] in users:
-                raise DataError(path, lineno, f"user {parts[0]!r} listed twice")
-            if items is not None:
-                for key in parts[1:]:
-                    if key not in items:
-                        raise DataError(path, lineno, f"user {parts[0]!r}: item {key!r} has no text in {ITEM_FILE}")
+    for lineno, line in read_lines(path, bad):
+        parts = line.split()
+        if not parts:
+            continue
+        unknown = [key for key in parts[1:] if items is not None and key not in items]
+        if len(parts) < 2:
+            bad(DataError(path, lineno, f"user {parts[0]!r} has no items"))
+        elif parts[0] in users:
+            bad(DataError(path, lineno, f"user {parts[0]!r} listed twice"))
+        elif unknown:
+            bad(DataError(path, lineno, f"user {parts[0]!r}: item {unknown[0]!r} has no text in {ITEM_FILE}"))
+        else:
             users[parts[0]] = parts[1:]
     if not users:
-        raise DataError(path, None, "empty file: no users")
+        raise DataError(path, None, _nothing(path, bad, "users"))
     return users
+
+
+def _nothing(path: Path, bad: BadLines, what: str) -> str:
+    skipped = bad.counts.get(str(path), 0)
+    return f"no valid {what} (all {skipped} line(s) were bad)" if skipped else f"empty file: no {what}"

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_config
-from .io import DataError, atomic_write
+from .io import OVERWRITE_HELP, DataError, OutputDir, atomic_write
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,15 @@ SIZES = {
     )),
 }
 EXAMPLES = 5
+# The demo folder's top-level entries (a rerun replaces these and nothing else).
+ENTRIES = ["data", "tokenizer", "generator-warm", "idtable-initial.tsv", "idtable-initial.report.json", "train", "demo.json"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="run the whole pipeline on generated data (a few minutes on 2 CPU cores)")
-    p.add_argument("--out", type=Path, default=Path("demo_run"), help="run folder (replaced if it exists)")
+    p.add_argument("--out", type=Path, default=Path("demo_run"),
+                   help="run folder (a previous demo's files in it are replaced, nothing else)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--quick", action="store_true", help="a sub-minute smoke version")
     p.add_argument("--procs", type=int, default=2, help="training processes (torchrun; 1 = a single process)")
     p.add_argument("--workers", type=int, default=2, help="Ray workers for ID generation (0 = in-process)")
@@ -72,9 +75,7 @@ class Steps:
 def run(args: argparse.Namespace) -> int:
     size = SIZES["quick" if args.quick else "full"]
     out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    OutputDir(out, "demo", args.overwrite).claim(ENTRIES)
     recipe = load_config("demo")  # the training recipe also sizes the generator and Algorithm 1
     step = Steps(7)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from genrec.io import OVERWRITE_HELP
+
 log = logging.getLogger(__name__)
 
 
@@ -25,6 +27,7 @@ def register(subparsers) -> None:
     w.add_argument("--max-items", type=int, default=None, help="use only the first N items")
     w.add_argument("--seed", type=int, default=0, help="seed of initialisation and sample order")
     w.add_argument("--out", required=True, help="output generator folder (save_pretrained)")
+    w.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     w.set_defaults(func=warmstart_cmd)
 
     g = sub.add_parser("generate", help="give every item a unique textual ID (Algorithm 1), optionally on Ray")
@@ -41,6 +44,7 @@ def register(subparsers) -> None:
     g.add_argument("--version", type=int, default=0, help="training round stored in the table")
     g.add_argument("--previous", default=None, help="an earlier IdTable: report the churn against it")
     g.add_argument("--out", required=True, help="IdTable TSV (+ .report.json)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not an ID table")
     g.set_defaults(func=generate_cmd)
 
 
@@ -74,12 +78,13 @@ def warmstart_cmd(args: argparse.Namespace) -> int:
     import torch
 
     from genrec.dataset import read_item_text
-    from genrec.io import atomic_dir
+    from genrec.io import OutputDir
     from genrec.modeling import build_t5
     from tokenization.spm import load_tokenizer
 
     from .warmstart import WarmstartConfig, warmstart
 
+    out = OutputDir(args.out, "idgen warmstart", args.overwrite)
     tok = load_tokenizer(args.tokenizer)
     texts = [it.text for it in read_item_text(Path(args.data) / "item_plain_text.txt").values()][: args.max_items]
     torch.manual_seed(args.seed)
@@ -87,7 +92,7 @@ def warmstart_cmd(args: argparse.Namespace) -> int:
     cfg = WarmstartConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           max_text_tokens=args.max_text_tokens, seed=args.seed)
     losses = warmstart(model, tok, texts, cfg)
-    with atomic_dir(args.out) as tmp:
+    with out.write() as tmp:
         model.save_pretrained(str(tmp))
     print(f"warm-start: {cfg.steps} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; generator saved to {args.out}")
     return 0
@@ -97,10 +102,13 @@ def generate_cmd(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from genrec.dataset import read_item_text
+    from genrec.io import check_output_file
     from tokenization.spm import load_tokenizer
 
     from . import IdGenConfig, IdTable, generate
+    from .idtable import HEADER
 
+    check_output_file(args.out, "idgen generate", args.overwrite, HEADER)
     tok = load_tokenizer(args.tokenizer)
     items = {k: it.text for k, it in read_item_text(Path(args.data) / "item_plain_text.txt").items()}
     previous = IdTable.load(args.previous) if args.previous else None

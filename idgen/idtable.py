@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genrec.io import DataError, atomic_write
+from genrec.io import BadLines, DataError, atomic_write, read_lines
 
 HEADER = "# idgenrec idtable"
 
@@ -61,21 +61,28 @@ class IdTable:
             raise DataError(path, None, "ID table not found")
         ids: dict[str, str] = {}
         version = 0
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\n")
-                if lineno == 1 and line.startswith(HEADER):
+        for lineno, line in read_lines(path, BadLines()):
+            line = line.rstrip("\r\n")
+            if lineno == 1 and line.startswith(HEADER):
+                try:
                     version = int(line.rsplit("version=", 1)[1]) if "version=" in line else 0
-                    continue
-                if not line:
-                    continue
-                key, sep, tid = line.partition("\t")
-                if not sep:
-                    key, _, tid = line.partition(" ")  # the reference's space-separated phase files
-                if key in ids:
-                    raise DataError(path, lineno, f"item {key!r} listed twice")
-                ids[key] = tid.strip()
+                except ValueError:
+                    raise DataError(path, lineno, f"header has no integer version: {line!r}") from None
+                continue
+            if not line:
+                continue
+            key, sep, tid = line.partition("\t")
+            if not sep:
+                key, _, tid = line.partition(" ")  # the reference's space-separated phase files
+            if key in ids:
+                raise DataError(path, lineno, f"item {key!r} listed twice")
+            ids[key] = tid.strip()
         report_path = path.with_suffix(".report.json")
-        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        try:
+            report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else {}
+        except ValueError as e:
+            raise DataError(report_path, None, f"malformed JSON ({e})") from None
+        if not isinstance(report, dict):
+            raise DataError(report_path, None, "malformed report (expected a JSON object)")
         report.pop("version", None)
         return cls(ids, version, report)

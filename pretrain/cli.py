@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from genrec.io import OVERWRITE_HELP
+
 USAGE = """
   idgenrec pretrain build-corpus --dataset NAME=DIR [--dataset NAME=DIR ...] --out CORPUS
                                  [--max-users N] [--seed S] [--merge-items] [--max-history H] [--samples-per-shard K]
@@ -27,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("words", nargs="*", metavar="build-corpus | key=value",
                    help="'build-corpus' selects the first form; otherwise config overrides, e.g. train.rounds=1")
     p.add_argument("--out", type=Path, required=True, help="corpus folder (build-corpus) or run folder (training)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP + "; starts a previous run over")
     train = p.add_argument_group("training")
     train.add_argument("--config", default="foundation", help="recipe name or YAML path (default: foundation)")
     train.add_argument("--corpus", type=Path, help="a corpus folder from build-corpus (default: config key corpus)")
@@ -85,15 +88,18 @@ def parse_dataset_specs(specs: list[str]) -> dict[str, Path]:
 
 def build_corpus_command(args: argparse.Namespace) -> int:
     from genrec.dataset import Dataset
+    from genrec.io import OutputDir
 
     from .corpus import build_corpus, format_table
 
     specs = parse_dataset_specs(args.dataset)
     if not specs:
         raise SystemExit("idgenrec pretrain build-corpus: give at least one --dataset NAME=DIR")
+    out = OutputDir(args.out, "pretrain build-corpus", args.overwrite)
     datasets = {name: Dataset.load(folder, name) for name, folder in specs.items()}
-    info = build_corpus(datasets, args.out, args.max_users or None, args.seed, args.merge_items, args.max_history,
-                        args.samples_per_shard, sources={n: str(f) for n, f in specs.items()})
+    with out.write() as tmp:
+        info = build_corpus(datasets, tmp, args.max_users or None, args.seed, args.merge_items, args.max_history,
+                            args.samples_per_shard, sources={n: str(f) for n, f in specs.items()})
     print(format_table(info))
     print(f"{info['train_samples']:,} training samples in {info['shards']} shards -> {args.out}")
     return 0
@@ -151,12 +157,14 @@ def warm_generator(dataset, tokenizer_dir: Path, out: Path, cfg: dict, warm: dic
 def train_command(args: argparse.Namespace) -> int:
     from genrec import dist
     from genrec.dataset import Dataset
+    from genrec.io import OutputDir
 
     from .corpus import load_corpus_info
-    from .engine import Trainer
+    from .engine import RUN_ENTRIES, Trainer
     from .recipe import checked_config
     from .shards import ShardSource
 
+    run_dir = OutputDir(args.out, "pretrain", args.overwrite, resume=bool(args.resume))  # refuses before any work
     cfg = checked_config(args.config, args.words)
     check_resume(args.resume, args.out)
     corpus = args.corpus or cfg.get("corpus")
@@ -165,6 +173,10 @@ def train_command(args: argparse.Namespace) -> int:
     corpus = Path(corpus)
     cfg["corpus"] = str(corpus)
     load_corpus_info(corpus)
+    dist.init()
+    if dist.is_main():
+        run_dir.claim(RUN_ENTRIES)
+    dist.barrier()
     data = cfg.get("data") or {}
     source = ShardSource.from_corpus(corpus, num_workers=int(data.get("workers", 2)),
                                      shuffle_buffer=int(data.get("shuffle_buffer", 1000)),

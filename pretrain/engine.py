@@ -67,6 +67,9 @@ from .dsconfig import resolve
 log = logging.getLogger(__name__)
 
 REC, GEN = "recommender", "generator"
+# A run folder's top-level entries: the Trainer's, plus the tokenizer and generator warm-start the CLIs put there.
+RUN_ENTRIES = ["config.yaml", "tb", "idtables", "checkpoints", "losses.jsonl", "export", "summary.json", "tokenizer",
+               "warmstart"]
 
 
 class Preempted(Exception):

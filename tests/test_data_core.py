@@ -8,7 +8,7 @@ import pytest
 
 from genrec.config import load_config, set_key
 from genrec.dataset import Dataset, Item
-from genrec.io import DataError, atomic_dir, atomic_write, open_text
+from genrec.io import BadLines, DataError, atomic_dir, atomic_write, read_lines
 from genrec.prompts import PromptBuilder, load_templates, template_words
 
 
@@ -72,15 +72,16 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["c"]
 
 
-def test_open_text_gz_and_missing(tmp_path):
+def test_read_lines_gz_bom_and_missing(tmp_path):
     import gzip
 
-    with gzip.open(tmp_path / "x.gz", "wt") as f:
-        f.write("héllo\n")
-    with open_text(tmp_path / "x.gz") as f:
-        assert f.read() == "héllo\n"
+    with gzip.open(tmp_path / "x.gz", "wt", encoding="utf-8-sig") as f:
+        f.write("héllo\nwörld")
+    assert list(read_lines(tmp_path / "x.gz", BadLines())) == [(1, "héllo\n"), (2, "wörld")]
     with pytest.raises(DataError, match="file not found"):
-        open_text(tmp_path / "y")
+        list(read_lines(tmp_path / "y", BadLines()))
+    with pytest.raises(DataError, match="not a file"):
+        list(read_lines(tmp_path, BadLines()))
 
 
 def test_config_base_and_overrides(tmp_path):

@@ -263,3 +263,74 @@ def test_prepare_cli_all_formats(tmp_path, amazon14, capsys):
     assert main(["data", "prepare", "amazon2018", "--reviews", str(bad), "--meta", str(amazon14[1]), "--out", str(tmp_path / "no")]) == 2
     assert f"{bad}:1: malformed line" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_duplicate_fields_bad_dates_and_keys(tmp_path, amazon14):
+    lines = reviews_2014(grid(5, 5))
+    lines[1] = '{"reviewerID": "U0", "asin": "A1", "asin": "A2", "unixReviewTime": 5}'
+    with pytest.raises(DataError, match=r"bad\.json:2: malformed line \(ValueError: duplicate field 'asin'\)"):
+        read_amazon2018(write(tmp_path / "bad.json", lines), amazon14[1])
+    meta = write(tmp_path / "meta.json", ["{'asin': 'A0', 'title': 'x', 'title': 'y'}"])
+    with pytest.raises(DataError, match=r"meta\.json:1: malformed line \(ValueError: duplicate field 'title'\)"):
+        read_amazon2014(amazon14[0], meta)
+    lines[1] = json.dumps({"reviewerID": "U 0", "asin": "A1", "unixReviewTime": 5})
+    with pytest.raises(DataError, match=r"bad\.json:2: field 'reviewerID' is not a key \(a word without spaces\): 'U 0'"):
+        read_amazon2018(write(tmp_path / "bad.json", lines), amazon14[1])
+    lines[1] = json.dumps({"reviewerID": "U0", "asin": "A1", "unixReviewTime": "NaN"})
+    with pytest.raises(DataError, match=r"bad\.json:2: field 'unixReviewTime' is not a unix time: 'NaN'"):
+        read_amazon2018(write(tmp_path / "bad.json", lines), amazon14[1])
+    biz, review = yelp_files(tmp_path)
+    rows = review.read_text().splitlines()
+    for date, problem in (("2013-13-01", "is not a calendar date"), ("last May", "is not a date")):
+        rows[2] = json.dumps({"user_id": "U0", "business_id": "B2", "date": date})
+        with pytest.raises(DataError, match=rf"review\.json:3: field 'date' {problem}"):
+            read_yelp(biz, write(review, rows))
+
+
+def test_encodings_and_all_lines_bad(tmp_path, amazon14, caplog):
+    rows = reviews_2014(grid(5, 5))
+    bom = tmp_path / "bom.json"
+    bom.write_bytes("\n".join(rows).encode("utf-8-sig"))
+    assert len(read_amazon2014(bom, amazon14[1]).users) == 5  # a UTF-8 byte-order mark is not an error
+    utf16 = tmp_path / "utf16.json"
+    utf16.write_bytes("\n".join(rows).encode("utf-16"))
+    with pytest.raises(DataError, match=r"utf16\.json:1: not UTF-8 \(byte 0xff at column 1\)"):
+        read_amazon2014(utf16, amazon14[1])
+    with pytest.raises(DataError, match=r"utf16\.json: no valid records \(all 25 line\(s\) were bad\)"):
+        read_amazon2014(utf16, amazon14[1], skip_bad_lines=True)
+
+
+def test_idgenrec_format_skip_bad_lines(tmp_path, caplog, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "item_plain_text.txt").write_bytes(b"i1 title: a\ni2 title: caf\xe9\ni3\ni4 title: d\n")
+    (d / "user_sequence.txt").write_bytes(b"u1 i1 i4\nu2 i2 i1\nu3 i1 i4 i1\nu1 i4\n\xff\xfe\n")
+    with pytest.raises(DataError, match=r"item_plain_text\.txt:2: not UTF-8 \(byte 0xe9 at column 14\)"):
+        Dataset.load(d)
+    with caplog.at_level(logging.WARNING):
+        ds = Dataset.load(d, skip_bad_lines=True)
+    assert ds.users == {"u1": ["i1", "i4"], "u3": ["i1", "i4", "i1"]} and sorted(ds.items) == ["i1", "i4"]
+    assert f"skipped 2 bad line(s) in {d / 'item_plain_text.txt'} (first: line 2: not UTF-8" in caplog.text
+    assert f"skipped 3 bad line(s) in {d / 'user_sequence.txt'} (first: line 2: user 'u2': item 'i2' has no text" in caplog.text
+    assert main(["data", "prepare", "idgenrec", str(d), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().endswith("item_plain_text.txt:2: not UTF-8 (byte 0xe9 at column 14)")
+    assert main(["data", "prepare", "idgenrec", str(d), "--out", str(tmp_path / "out"), "--skip-bad-lines"]) == 0
+
+
+def test_id_table_bad_input(tmp_path):
+    from idgen.idtable import IdTable
+
+    path = tmp_path / "ids.tsv"
+    path.write_bytes(b"# idgenrec idtable version=1\r\ni1\tred shoe\r\ni2\tcaf\xe9\n")
+    with pytest.raises(DataError, match=r"ids\.tsv:3: not UTF-8 \(byte 0xe9 at column 7\)"):
+        IdTable.load(path)
+    path.write_bytes(b"# idgenrec idtable version=x\ni1\tred shoe\r\n")
+    with pytest.raises(DataError, match=r"ids\.tsv:1: header has no integer version"):
+        IdTable.load(path)
+    path.write_bytes(b"# idgenrec idtable version=2\ni1\tred shoe\r\n")
+    (tmp_path / "ids.report.json").write_text("[1]")
+    with pytest.raises(DataError, match=r"ids\.report\.json: malformed report"):
+        IdTable.load(path)
+    (tmp_path / "ids.report.json").unlink()
+    table = IdTable.load(path)
+    assert table.ids == {"i1": "red shoe"} and table.version == 2

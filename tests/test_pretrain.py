@@ -74,9 +74,11 @@ def test_two_process_pretrain_then_zero_shot_on_held_out_domain(domain_dirs, tmp
     merged, held = Dataset.load(corpus), Dataset.load(domain_dirs["held"], "held")
     assert not set(held.items) & set(merged.items) and not set(held.users) & set(merged.users)
 
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")  # a file pretraining does not write: --overwrite keeps it
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "genrec.cli", "pretrain", "--corpus", str(corpus), "--out", str(run),
+           "-m", "genrec.cli", "pretrain", "--corpus", str(corpus), "--out", str(run), "--overwrite",
            f"model.recommender={TINY}", f"model.generator={TINY}", "tokenizer.vocab_size=400",
            "pretrain.valid_users=16", "warmstart={steps: 120, batch_size: 32, lr: 3.0e-3, max_text_tokens: 48}",
            "train.max_batch=32", "train.chunk_size=128", "train.threads=1", "train.checkpoint_every=2",
@@ -88,6 +90,7 @@ def test_two_process_pretrain_then_zero_shot_on_held_out_domain(domain_dirs, tmp
     assert summary["world_size"] == 2 and [(s["round"], s["stage"]) for s in summary["stages"]] == [
         (0, "recommender"), (1, "generator"), (1, "recommender")]
     assert (run / "tokenizer").is_dir() and (run / "warmstart" / "config.json").exists()
+    assert (run / "notes.txt").read_text() == "mine"
     for name in ("recommender", "generator", "tokenizer"):
         assert (run / "export" / name).is_dir()
 

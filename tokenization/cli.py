@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from genrec.io import OVERWRITE_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     tok = subparsers.add_parser("tokenizer", help="train the SentencePiece tokenizer")
@@ -15,19 +17,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--templates", type=Path, help="template file whose words are added (default: built-in)")
     train.add_argument("--extra-ids", type=int, default=0, help="number of <extra_id_N> sentinels to append")
     train.add_argument("--out", required=True, type=Path, help="output tokenizer folder (save_pretrained layout)")
+    train.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     train.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
     from genrec.dataset import Dataset
-    from genrec.io import DataError
+    from genrec.io import DataError, OutputDir
     from genrec.prompts import template_words
 
     from .spm import train_tokenizer
 
+    out = OutputDir(args.out, "tokenizer train", args.overwrite)
     texts = [item.text for folder in args.data for item in Dataset.load(folder).items.values()]
     try:
-        tok = train_tokenizer(texts, args.out, args.vocab_size, extra_texts=template_words(args.templates), extra_ids=args.extra_ids)
+        with out.write() as tmp:
+            tok = train_tokenizer(texts, tmp, args.vocab_size, extra_texts=template_words(args.templates), extra_ids=args.extra_ids)
     except DataError:
         raise
     except ValueError as e:

@@ -5,12 +5,13 @@ items that were reviewed, so memory follows the interactions, not the (much larg
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable
 
 from ..dataset import Dataset, Item
-from ..io import DataError
-from .common import BadLines, Interaction, TextOptions, build_dataset, parse_json, parse_literal, records, require
+from ..io import BadLines, DataError
+from .common import Interaction, TextOptions, build_dataset, parse_json, parse_literal, records, require, require_keys
 
 FIELDS_2014 = ("title", "brand", "categories")
 FIELDS_2018 = ("title", "brand", "category")
@@ -24,19 +25,30 @@ def parse_json_or_literal(line: str) -> Any:
         return parse_literal(line)
 
 
+def unix_time(value: Any, path: str | Path, lineno: int) -> int:
+    """Whole seconds since 1970 (an int, a float or a numeric string); anything else is a :class:`DataError`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        seconds = float(value) if isinstance(value, (float, str)) else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise DataError(path, lineno, f"field 'unixReviewTime' is not a unix time: {value!r:.60}")
+    return int(seconds)
+
+
 def read_reviews(path: str | Path, bad: BadLines, parse: Callable[[str], Any] = parse_json) -> list[Interaction]:
     out: list[Interaction] = []
     for lineno, rec in records(path, parse, bad):
         try:
-            user, item, when = require(rec, ("reviewerID", "asin", "unixReviewTime"), path, lineno)
-            try:
-                when = int(when)
-            except (TypeError, ValueError):
-                raise DataError(path, lineno, f"field 'unixReviewTime' is not a unix time: {when!r}") from None
+            user, item = require_keys(rec, ("reviewerID", "asin"), path, lineno)
+            (when,) = require(rec, ("unixReviewTime",), path, lineno)
+            when = unix_time(when, path, lineno)
         except DataError as e:
             bad(e)
             continue
-        out.append(Interaction(str(user), str(item), when, len(out)))
+        out.append(Interaction(user, item, when, len(out)))
     return out
 
 
@@ -69,11 +81,10 @@ def read_meta(
     items: dict[str, Item] = {}
     for lineno, rec in records(path, parse, bad):
         try:
-            (asin,) = require(rec, ("asin",), path, lineno)
+            (asin,) = require_keys(rec, ("asin",), path, lineno)
         except DataError as e:
             bad(e)
             continue
-        asin = str(asin)
         if asin not in wanted or asin in items:
             continue
         fields = {k: v for k, v in rec.items() if k != "asin" and v not in (None, "", [], {})}

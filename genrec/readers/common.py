@@ -6,7 +6,6 @@ Readers stream their files line by line and keep only what the result needs: int
 from __future__ import annotations
 
 import ast
-import gzip
 import json
 import logging
 from collections import Counter
@@ -14,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from tqdm import tqdm
-
 from tokenization.text import plain_text
 
 from ..dataset import Dataset, Item
-from ..io import DataError
+from ..io import BadLines, DataError, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -44,75 +41,63 @@ class TextOptions:
         return plain_text(fields, order, self.lowercase, self.max_field_chars)
 
 
-class BadLines:
-    """Counts skipped lines per file when skipping is allowed; raises the error otherwise."""
+def _twice(names: list[Any]) -> None:
+    """A field named twice in one record is an error: JSON and Python literals would silently keep the last."""
+    counts = Counter(names)
+    if len(counts) != len(names):
+        raise ValueError(f"duplicate field {next(k for k, n in counts.items() if n > 1)!r}")
 
-    def __init__(self, skip: bool):
-        self.skip = skip
-        self.counts: Counter[str] = Counter()
 
-    def __call__(self, error: DataError) -> None:
-        if not self.skip:
-            raise error
-        self.counts[error.path] += 1
-        log.debug("skipped %s", error)
-
-    def report(self) -> None:
-        for path, n in self.counts.items():
-            log.warning("skipped %d bad line(s) in %s", n, path)
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):  # the cheap test first: this runs for every object of every line
+        _twice([k for k, _ in pairs])
+    return record
 
 
 def parse_json(line: str) -> Any:
-    return json.loads(line)
+    """One JSON record (no field named twice)."""
+    return json.loads(line, object_pairs_hook=_unique_fields)
 
 
 def parse_literal(line: str) -> Any:
-    """One Python-literal record (Amazon 2014 metadata): ``ast.literal_eval``, never ``eval``."""
-    return ast.literal_eval(line)
+    """One Python-literal record (Amazon 2014 metadata): ``ast.literal_eval``, never ``eval``; no field named twice."""
+    node = ast.parse(line.strip(), mode="eval").body
+    if isinstance(node, ast.Dict):
+        _twice([k.value for k in node.keys if isinstance(k, ast.Constant)])
+    return ast.literal_eval(node)
 
 
-def lines(path: str | Path, bad: BadLines) -> Iterator[tuple[int, str]]:
-    """``(line number, text)``, reading bytes so a non-UTF-8 line is reported (or skipped) at its exact line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    lineno = 0
-    with opener(path, "rb") as f, tqdm(desc=f"reading {path.name}", unit=" lines", mininterval=2, disable=None) as bar:
-        while True:
-            try:
-                raw = f.readline()
-            except (EOFError, OSError) as e:  # truncated or corrupt gzip: nothing after this is readable
-                raise DataError(path, lineno + 1, f"unreadable ({type(e).__name__}: {e})") from None
-            if not raw:
-                return
-            lineno += 1
-            bar.update()
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                bad(DataError(path, lineno, f"not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"))
+def _why(e: Exception) -> str:
+    """A parser's complaint, with the column in the line (the parsers count lines within the record)."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"JSON: {e.msg} at column {e.colno}"
+    if isinstance(e, SyntaxError):
+        return f"{e.msg} at column {e.offset}" if e.offset else str(e.msg)
+    first = str(e).splitlines()[0][:80] if str(e) else ""
+    return f"{type(e).__name__}: {first}"
 
 
 def records(path: str | Path, parse: Callable[[str], Any], bad: BadLines) -> Iterator[tuple[int, dict]]:
-    """``(line number, dict)`` for every non-blank line; malformed lines go to ``bad``. An empty file is an error."""
-    seen = False
-    for lineno, line in lines(path, bad):
+    """``(line number, dict)`` for every non-blank line; malformed lines go to ``bad``. A file without a single
+    record (empty, or every line bad and skipped) is an error."""
+    good = False
+    for lineno, line in read_lines(path, bad):
         if not line.strip():
             continue
-        seen = True
         try:
-            rec = parse(line)
-        except (ValueError, SyntaxError, TypeError, RecursionError) as e:
-            first = str(e).splitlines()[0][:80] if str(e) else ""
-            bad(DataError(path, lineno, f"malformed line ({type(e).__name__}: {first})"))
+            rec = parse(line.rstrip("\r\n"))
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as e:
+            bad(DataError(path, lineno, f"malformed line ({_why(e)})"))
             continue
         if not isinstance(rec, dict):
             bad(DataError(path, lineno, f"malformed line (expected a record, got {type(rec).__name__})"))
             continue
+        good = True
         yield lineno, rec
-    if not seen:
-        raise DataError(path, None, "empty file: no records")
+    if not good:
+        skipped = bad.counts.get(str(path), 0)
+        raise DataError(path, None, f"no valid records (all {skipped} line(s) were bad)" if skipped else "empty file: no records")
 
 
 def require(rec: Mapping[str, Any], fields: Iterable[str], path: str | Path, lineno: int) -> list[Any]:
@@ -123,6 +108,17 @@ def require(rec: Mapping[str, Any], fields: Iterable[str], path: str | Path, lin
         if value is None or value == "":
             raise DataError(path, lineno, f"missing field {name!r}")
         out.append(value)
+    return out
+
+
+def require_keys(rec: Mapping[str, Any], fields: Sequence[str], path: str | Path, lineno: int) -> list[str]:
+    """Required user/item keys: strings (or integers) without whitespace, as the canonical text format needs."""
+    out = []
+    for name, value in zip(fields, require(rec, fields, path, lineno)):
+        key = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        if key is None or key.split() != [key]:
+            raise DataError(path, lineno, f"field {name!r} is not a key (a word without spaces): {value!r:.60}")
+        out.append(key)
     return out
 
 

@@ -7,16 +7,19 @@ they are parsed with ``ast.literal_eval`` so nested attributes render as ``attri
 from __future__ import annotations
 
 import ast
+import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..dataset import Dataset, Item
-from ..io import DataError
-from .common import BadLines, Interaction, TextOptions, build_dataset, parse_json, records, require
+from ..io import BadLines, DataError
+from .common import Interaction, TextOptions, build_dataset, parse_json, records, require, require_keys
 
 FIELDS = ("name", "categories", "city", "state")
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?: [0-9]{2}:[0-9]{2}(?::[0-9]{2})?)?")
 _LITERAL_STARTS = ("{", "[", "(", "'", '"', "u'", 'u"')
 
 
@@ -29,6 +32,17 @@ def _attribute(value: Any) -> Any:
             return value
     if isinstance(value, dict):
         return {k: _attribute(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def review_date(value: Any, path: str | Path, lineno: int) -> str:
+    """``YYYY-MM-DD`` with an optional ``HH:MM[:SS]``: kept as text, which then orders chronologically."""
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise DataError(path, lineno, f"field 'date' is not a date (YYYY-MM-DD HH:MM:SS): {value!r:.60}")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise DataError(path, lineno, f"field 'date' is not a calendar date: {value!r:.60}") from None
     return value
 
 
@@ -46,21 +60,22 @@ def read_yelp(
     inter: list[Interaction] = []
     for lineno, rec in records(review, parse_json, bad):
         try:
-            user, item, date = require(rec, ("user_id", "business_id", "date"), review, lineno)
+            user, item = require_keys(rec, ("user_id", "business_id"), review, lineno)
+            (date,) = require(rec, ("date",), review, lineno)
+            date = review_date(date, review, lineno)
         except DataError as e:
             bad(e)
             continue
-        date = str(date)
         if date_range and not (date_range[0] <= date[: len(date_range[0])] and date[: len(date_range[1])] < date_range[1]):
             continue
-        inter.append(Interaction(str(user), str(item), date, len(inter)))
+        inter.append(Interaction(user, item, date, len(inter)))
     if not inter:
         raise DataError(review, None, f"no reviews{' in the date range' if date_range else ''}")
     wanted = {x.item for x in inter}
     items: dict[str, Item] = {}
     for lineno, rec in records(business, parse_json, bad):
         try:
-            (key,) = require(rec, ("business_id",), business, lineno)
+            (key,) = require_keys(rec, ("business_id",), business, lineno)
         except DataError as e:
             bad(e)
             continue
