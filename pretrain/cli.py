@@ -1,9 +1,13 @@
 """``idgenrec pretrain``: build the Fusion corpus, or pretrain the foundation model on it (paper 3.5).
 
-Two forms under one subcommand::
+Three forms under one subcommand::
 
     idgenrec pretrain build-corpus --dataset NAME=DIR ... --max-users 30000 --seed S --out CORPUS [--merge-items]
     idgenrec pretrain --config configs/foundation.yaml --corpus CORPUS --out RUN [--resume] [key=value ...]
+    idgenrec pretrain lm --dataset NAME=DIR ... --out LM [--config lm] [--resume] [key=value ...]
+
+The third is language pretraining on item text (``pretrain.lm``, T5 span corruption); ``init_lm=LM`` then starts
+both models (and the tag warm-start) from it, and the Fusion recipe runs it first when ``pretrain.lm.minutes`` > 0.
 
 Training streams the corpus shards (``pretrain.shards.ShardSource``) into the one trainer (``pretrain.engine``); the
 run folder and export have the same format as finetune, so ``idgenrec zeroshot --checkpoint RUN/export`` reads it.
@@ -16,24 +20,27 @@ from pathlib import Path
 USAGE = """
   idgenrec pretrain build-corpus --dataset NAME=DIR [--dataset NAME=DIR ...] --out CORPUS
                                  [--max-users N] [--seed S] [--merge-items] [--max-history H] [--samples-per-shard K]
-  idgenrec pretrain [--config RECIPE] --corpus CORPUS --out RUN [--resume] [key=value ...]"""
+  idgenrec pretrain [--config RECIPE] --corpus CORPUS --out RUN [--resume] [key=value ...]
+  idgenrec pretrain lm --dataset NAME=DIR [--dataset NAME=DIR ...] --out LM [--config RECIPE] [--resume] [key=value ...]"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain", usage=USAGE, help="Fusion corpus building and foundation pretraining",
-        description="Build the Fusion corpus (first form) or pretrain on it (second form).",
+        description="Build the Fusion corpus (first form), pretrain on it (second form), or pretrain a language "
+                    "model on item text (third form, 'lm').",
     )
-    p.add_argument("words", nargs="*", metavar="build-corpus | key=value",
-                   help="'build-corpus' selects the first form; otherwise config overrides, e.g. train.rounds=1")
-    p.add_argument("--out", type=Path, required=True, help="corpus folder (build-corpus) or run folder (training)")
+    p.add_argument("words", nargs="*", metavar="build-corpus | lm | key=value",
+                   help="'build-corpus' or 'lm' selects a form; the rest are config overrides, e.g. train.rounds=1")
+    p.add_argument("--out", type=Path, required=True,
+                   help="corpus folder (build-corpus), run folder (training) or LM folder (lm)")
     train = p.add_argument_group("training")
-    train.add_argument("--config", default="foundation", help="recipe name or YAML path (default: foundation)")
+    train.add_argument("--config", default=None, help="recipe name or YAML path (default: foundation; lm: lm)")
     train.add_argument("--corpus", type=Path, help="a corpus folder from build-corpus (default: config key corpus)")
     train.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/latest")
     build = p.add_argument_group("build-corpus")
     build.add_argument("--dataset", action="append", default=[], metavar="NAME=DIR",
-                       help="a prepared dataset folder and the name that prefixes its keys (repeat)")
+                       help="a prepared dataset folder and the name that prefixes its keys (repeat; also for lm)")
     build.add_argument("--max-users", type=int, default=30000, help="downsample larger datasets to this many users (0: keep all)")
     build.add_argument("--seed", type=int, default=0, help="seed of user downsampling and sample order")
     build.add_argument("--merge-items", action="store_true", help="the same item key in two datasets is one item")
@@ -47,19 +54,21 @@ def _main(args: argparse.Namespace) -> int:
         if len(args.words) > 1:
             raise SystemExit(f"idgenrec pretrain build-corpus: unexpected arguments {args.words[1:]}")
         return build_corpus_command(args)
+    if args.words[:1] == ["lm"]:
+        return lm_command(args)
     if args.dataset:
-        raise SystemExit("idgenrec pretrain: --dataset belongs to 'idgenrec pretrain build-corpus'")
+        raise SystemExit("idgenrec pretrain: --dataset belongs to 'idgenrec pretrain build-corpus' or 'lm'")
     return train_command(args)
 
 
-def parse_dataset_specs(specs: list[str]) -> dict[str, Path]:
+def parse_dataset_specs(specs: list[str], form: str = "build-corpus") -> dict[str, Path]:
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
-            raise SystemExit(f"idgenrec pretrain build-corpus: --dataset {spec!r} is not NAME=DIR")
+            raise SystemExit(f"idgenrec pretrain {form}: --dataset {spec!r} is not NAME=DIR")
         if name in out:
-            raise SystemExit(f"idgenrec pretrain build-corpus: dataset name {name!r} given twice")
+            raise SystemExit(f"idgenrec pretrain {form}: dataset name {name!r} given twice")
         out[name] = Path(folder)
     return out
 
@@ -77,6 +86,34 @@ def build_corpus_command(args: argparse.Namespace) -> int:
                         args.samples_per_shard, sources={n: str(f) for n, f in specs.items()})
     print(format_table(info))
     print(f"{info['train_samples']:,} training samples in {info['shards']} shards -> {args.out}")
+    return 0
+
+
+def lm_command(args: argparse.Namespace) -> int:
+    """``idgenrec pretrain lm``: span-corruption pretraining on the item text of the given datasets."""
+    from genrec import dist
+    from genrec.config import load_config
+    from genrec.dataset import Dataset
+
+    from .lm import MODEL_DIR, train_lm
+
+    if args.corpus:
+        raise SystemExit("idgenrec pretrain lm: reads --dataset NAME=DIR folders, not --corpus")
+    specs = parse_dataset_specs(args.dataset, "lm")
+    if not specs:
+        raise SystemExit("idgenrec pretrain lm: give at least one --dataset NAME=DIR")
+    cfg = load_config(args.config or "lm", args.words[1:])
+    datasets = {name: Dataset.load(folder, name) for name, folder in specs.items()}
+    cfg["lm_datasets"] = {n: str(f) for n, f in specs.items()}
+    summary = train_lm(datasets, args.out, cfg, resume=args.resume)
+    if not dist.is_main():
+        return 0
+    if summary.get("preempted"):
+        print(f"stopped by a signal; continue with --resume (checkpoint in {args.out / 'checkpoints'})")
+    else:
+        valid = (summary["stages"][-1].get("valid") or {}) if summary.get("stages") else {}
+        loss = f"; held-out loss {valid['loss']:.3f}" if "loss" in valid else ""
+        print(f"language pretraining done in {summary['wall_seconds']:.0f}s{loss}; LM in {args.out / MODEL_DIR}")
     return 0
 
 
@@ -138,7 +175,7 @@ def train_command(args: argparse.Namespace) -> int:
     from .engine import Trainer
     from .shards import ShardSource
 
-    cfg = load_config(args.config, args.words)
+    cfg = load_config(args.config or "foundation", args.words)
     corpus = args.corpus or cfg.get("corpus")
     if not corpus:
         raise SystemExit("idgenrec pretrain: give --corpus CORPUS (a folder from 'idgenrec pretrain build-corpus')")
