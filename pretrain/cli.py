@@ -95,7 +95,7 @@ def lm_command(args: argparse.Namespace) -> int:
     from genrec.config import load_config
     from genrec.dataset import Dataset
 
-    from .lm import MODEL_DIR, train_lm
+    from .lm import MODEL_DIR, check_lm_config, train_lm
 
     if args.corpus:
         raise SystemExit("idgenrec pretrain lm: reads --dataset NAME=DIR folders, not --corpus")
@@ -103,6 +103,10 @@ def lm_command(args: argparse.Namespace) -> int:
     if not specs:
         raise SystemExit("idgenrec pretrain lm: give at least one --dataset NAME=DIR")
     cfg = load_config(args.config or "lm", args.words[1:])
+    try:
+        check_lm_config(cfg)
+    except ValueError as e:
+        raise SystemExit(f"idgenrec pretrain lm: {e}") from None
     datasets = {name: Dataset.load(folder, name) for name, folder in specs.items()}
     cfg["lm_datasets"] = {n: str(f) for n, f in specs.items()}
     summary = train_lm(datasets, args.out, cfg, resume=args.resume)

@@ -285,6 +285,14 @@ def apply_init_lm(cfg: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- the whole stage
 
 
+def check_lm_config(cfg: Mapping[str, Any]) -> LMConfig:
+    """The ``lm`` section, after checking that the schedule is the ``lm`` stage alone."""
+    order = list((cfg.get("train") or {}).get("order") or [])
+    if order != [LM]:
+        raise ValueError(f"language pretraining needs train.order: [{LM}] (configs/lm.yaml), got {order}")
+    return LMConfig.from_dict(cfg.get("lm"))
+
+
 def train_lm(datasets: Mapping[str, "Dataset"], out: str | Path, cfg: dict[str, Any], resume: bool = False) -> dict[str, Any]:
     """Text corpus (``OUT/text``) and tokenizer (``OUT/tokenizer``, unless ``tokenizer.path``) on rank 0, then the
     ``lm`` stage on the one trainer; the LM folder is ``OUT/model``. Both are kept when they exist (resume)."""
@@ -295,10 +303,7 @@ def train_lm(datasets: Mapping[str, "Dataset"], out: str | Path, cfg: dict[str, 
     from .engine import Trainer
 
     out = Path(out)
-    order = list((cfg.get("train") or {}).get("order") or [])
-    if order != [LM]:
-        raise ValueError(f"language pretraining needs train.order: [{LM}] (configs/lm.yaml), got {order}")
-    lm = LMConfig.from_dict(cfg.get("lm"))
+    lm = check_lm_config(cfg)
     seed = int(cfg.get("seed", 0))
     dist.init(single_process_group=True)
     tok = cfg.setdefault("tokenizer", {})
