@@ -144,16 +144,17 @@ def corpus_tokenizer(dataset, out: Path, cfg: dict) -> Path:
 
 
 def warm_generator(dataset, tokenizer_dir: Path, out: Path, cfg: dict, warm: dict) -> Path:
-    """Tag warm-start (``idgen.warmstart``) of a fresh generator on the corpus item text, on rank 0.
+    """Tag warm-start (``idgen.warmstart``) of the generator on the corpus item text, on rank 0.
 
     A randomly initialised generator cannot give items unique IDs, let alone name unseen items; the paper starts
-    from a tag-generation T5. Kept when ``out`` exists (resume).
+    from a tag-generation T5. Starts from ``warm["init"]`` (e.g. the language model, ``init_lm``) when given, else
+    from a fresh ``model.generator``. Kept when ``out`` exists (resume).
     """
     import torch
 
     from genrec import dist
     from genrec.io import atomic_dir
-    from genrec.modeling import model_from_config
+    from genrec.modeling import load_t5, model_from_config
     from idgen.warmstart import WarmstartConfig, warmstart
     from tokenization.spm import load_tokenizer
 
@@ -161,13 +162,36 @@ def warm_generator(dataset, tokenizer_dir: Path, out: Path, cfg: dict, warm: dic
     if dist.is_main() and not out.exists():
         tokenizer = load_tokenizer(tokenizer_dir)
         torch.manual_seed(int(cfg.get("seed", 0)) + 1)
-        model = model_from_config(cfg["model"]["generator"], len(tokenizer))
+        warm = dict(warm)
+        start = warm.pop("init", None)
+        model = load_t5(start) if start else model_from_config(cfg["model"]["generator"], len(tokenizer))
         warmstart(model, tokenizer, [it.text for it in dataset.items.values()],
                   WarmstartConfig(**{"seed": int(cfg.get("seed", 0)), **warm}))
         with atomic_dir(out) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
     dist.barrier()
     return out
+
+
+def corpus_lm(dataset, out: Path, cfg: dict, stage: dict, resume: bool) -> Path:
+    """The Fusion recipe's ``lm`` stage (``pretrain.lm``): the lm recipe on the corpus item text for
+    ``minutes``, sized like the recommender it initialises, with the run's seed, tokenizer settings, DeepSpeed
+    config and threads. Kept when ``out/model`` exists (resume)."""
+    from genrec.config import load_config
+
+    from .lm import MODEL_DIR, train_lm
+
+    if (out / MODEL_DIR / "config.json").exists():
+        return out / MODEL_DIR
+    lm_cfg = load_config(stage.get("config") or "lm", list(stage.get("overrides") or []))
+    lm_cfg["seed"] = cfg.get("seed", 0)
+    lm_cfg["model"]["recommender"] = dict(cfg["model"]["recommender"])
+    tok = cfg.get("tokenizer") or {}
+    lm_cfg["tokenizer"].update({k: tok[k] for k in ("path", "vocab_size") if tok.get(k)})
+    lm_cfg["deepspeed"] = cfg.get("deepspeed", lm_cfg.get("deepspeed"))
+    lm_cfg["train"].update(stage_seconds=float(stage["minutes"]) * 60, threads=(cfg.get("train") or {}).get("threads"))
+    train_lm({dataset.name: dataset}, out, lm_cfg, resume=resume)
+    return out / MODEL_DIR
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -177,6 +201,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     from .corpus import load_corpus_info
     from .engine import Trainer
+    from .lm import apply_init_lm
     from .shards import ShardSource
 
     cfg = load_config(args.config or "foundation", args.words)
@@ -191,12 +216,16 @@ def train_command(args: argparse.Namespace) -> int:
                                      shuffle_buffer=int(data.get("shuffle_buffer", 1000)),
                                      skip_corrupt=bool(data.get("skip_corrupt", False)),
                                      timeout=float(data.get("timeout", 600)))
+    lm_stage = (cfg.get("pretrain") or {}).get("lm") or {}
+    if float(lm_stage.get("minutes") or 0) > 0 and not cfg.get("init_lm"):
+        cfg["init_lm"] = str(corpus_lm(source.dataset, args.out / "lm", cfg, lm_stage, args.resume))
+    apply_init_lm(cfg)
     tok = cfg.setdefault("tokenizer", {})
     if not tok.get("path"):
         tok["path"] = str(corpus_tokenizer(source.dataset, args.out / "tokenizer", cfg))
     generator = cfg.setdefault("model", {}).setdefault("generator", {})
     warm = dict((cfg.get("pretrain") or {}).get("warmstart") or {})
-    if not generator.get("init") and int(warm.get("steps", 0)) > 0:
+    if (warm.get("init") or not generator.get("init")) and int(warm.get("steps", 0)) > 0:
         generator["init"] = str(warm_generator(source.dataset, Path(tok["path"]), args.out / "warmstart", cfg, warm))
     valid_n = int((cfg.get("pretrain") or {}).get("valid_users", 0))
     eval_dataset = None

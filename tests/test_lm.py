@@ -245,3 +245,48 @@ def test_pretrain_lm_command(tmp_path, synth_dir, capsys):
         main(["pretrain", "lm", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="train.order"):
         main(["pretrain", "lm", "--dataset", f"shop={synth_dir}", "--out", str(tmp_path / "y"), "--config", "standard"])
+
+
+@pytest.mark.slow
+def test_fusion_recipe_runs_the_lm_stage_first(tmp_path, synth_dir):
+    """``pretrain.lm.minutes`` > 0: RUN/lm is trained on the corpus text, then the tokenizer, the recommender and
+    the tag warm-start of the generator start from it."""
+    import yaml
+
+    corpus, run = tmp_path / "corpus", tmp_path / "run"
+    assert main(["pretrain", "build-corpus", "--dataset", f"shop={synth_dir}", "--samples-per-shard", "64",
+                 "--out", str(corpus)]) == 0
+    assert main(["pretrain", "--corpus", str(corpus), "--out", str(run), f"model.recommender={TINY}",
+                 "tokenizer.vocab_size=600", "pretrain.lm.minutes=0.05",
+                 "pretrain.lm.overrides=[data.workers=0, lm.samples_per_shard=16, train.max_batch=16]",
+                 "pretrain.valid_users=16", "pretrain.warmstart.steps=5", "train.rounds=1", "train.threads=1",
+                 "train.max_batch=32", "train.max_steps_per_epoch=3", "data.workers=0", "prompt.max_length=128", "idgen.max_text_tokens=48",
+                 "eval.num_beams=10"]) == 0
+    lm = run / "lm" / "model"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["init_lm"] == str(lm) and cfg["tokenizer"]["path"] == str(lm)
+    assert cfg["model"]["recommender"] == {"init": str(lm)} and cfg["pretrain"]["warmstart"]["init"] == str(lm)
+    assert cfg["model"]["generator"] == {"init": str(run / "warmstart")}
+    assert load_t5(run / "warmstart").config.d_model == load_t5(lm).config.d_model == 32
+    assert len(sentinel_ids(load_tokenizer(run / "export" / "tokenizer"))) == 100
+
+
+def test_a_generator_started_from_the_lm_never_writes_sentinels(lm_run, synth_dataset):
+    """The LM predicts ``<extra_id_0>`` first; diverse beam search bans sentinels, so IDs are words."""
+    from idgen.algorithm import propose, sentinels
+    from idgen.config import IdGenConfig
+    from idgen.dbs import diverse_beam_search
+    from idgen.generator import Generator
+
+    out, _ = lm_run
+    tok = load_tokenizer(out / "model")
+    gen = Generator(load_t5(out / "model"), tok, 48)
+    items = {it.key: it.text for it in list(synth_dataset.items.values())[:4]}
+    gen.encode(items)
+    banned = set(sentinels(tok))
+    assert banned == set(sentinel_ids(tok))
+    args = (gen.model, gen.batch(list(items)), torch.ones(4), torch.ones(4, dtype=torch.long), torch.full((4,), 6))
+    assert any(t in banned for item in diverse_beam_search(*args) for seq in item for t in seq)  # unbanned: it would
+    assert not any(t in banned for item in diverse_beam_search(*args, banned=banned) for seq in item for t in seq)
+    candidates = propose(gen, items, list(items), [0] * 4, IdGenConfig(max_text_tokens=48))
+    assert all(c.strip() for cands in candidates.values() for c in cands)
