@@ -121,7 +121,7 @@ class Trainer:
         self.seed = int(cfg.get("seed", 0))
         self.softid = SoftIdConfig.from_dict(cfg.get("softid"))
         self._stop_flag = False
-        self.lm_only = [k for _, k in schedule(cfg)] == [LM] * len(schedule(cfg))
+        self.lm_only = [k for _, k in schedule(cfg)][:1] == [LM]  # language pretraining: one engine, no IDs
         self._writer = None
         self.text_tokens: dict[str, list[int]] | None = None
         self.user_tokens: dict[str, list[int]] | None = None  # training prompts' user IDs, by history key

@@ -241,6 +241,9 @@ def test_pretrain_lm_command(tmp_path, synth_dir, capsys):
     assert json.loads((out / "text" / "text.json").read_text())["items"] == {
         "shop": len(Dataset.load(synth_dir).items), "trail": 30}
     assert len(sentinel_ids(load_tokenizer(out / "model"))) == 100
+    with pytest.raises(SystemExit):  # unknown options stay errors (only trailing key=value words are overrides)
+        main(["pretrain", "lm", "--dataset", f"shop={synth_dir}", "--out", str(tmp_path / "x"), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="at least one --dataset"):
         main(["pretrain", "lm", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="train.order"):
