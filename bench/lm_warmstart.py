@@ -75,6 +75,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--matched", action="store_true", help="add the time-matched random arm")
+    p.add_argument("--arms", default="random,lm", help="which of the arms to run: random, lm (comma-separated)")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -103,12 +104,13 @@ def main() -> None:
                         if (Path(args.lm) / "text" / "text.json").exists() else None),
         "arms": [],
     }
-    plan = [("random init", fresh, warm), ("LM init", lambda: load_t5(lm_dir), warm)]
-    for i in range(3 if args.matched and lm_seconds else 2):
-        if i < 2:
-            name, model, cfg = plan[i]
+    plan = {"random": ("random init", fresh, warm), "lm": ("LM init", lambda: load_t5(lm_dir), warm)}
+    chosen = [plan[a] for a in args.arms.split(",")]
+    for i in range(len(chosen) + (args.matched and lm_seconds > 0)):
+        if i < len(chosen):
+            name, model, cfg = chosen[i]
         else:  # as many more steps as the LM's training time buys at the measured warm-start speed
-            extra = int(lm_seconds / (result["arms"][0]["warmstart_seconds"] / args.steps))
+            extra = int(lm_seconds / (result["arms"][0]["warmstart_seconds"] / args.steps))  # arm 0: random
             name, model, cfg = (f"random init, time-matched (+{extra} steps)", fresh,
                                 WarmstartConfig(**{**warm.__dict__, "steps": args.steps + extra}))
         result["arms"].append(arm(name, model(), tok, items, cfg, idgen))
