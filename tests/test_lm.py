@@ -293,3 +293,25 @@ def test_a_generator_started_from_the_lm_never_writes_sentinels(lm_run, synth_da
     assert not any(t in banned for item in diverse_beam_search(*args, banned=banned) for seq in item for t in seq)
     candidates = propose(gen, items, list(items), [0] * 4, IdGenConfig(max_text_tokens=48))
     assert all(c.strip() for cands in candidates.values() for c in cands)
+
+
+@pytest.mark.slow
+def test_two_process_lm_stage(tmp_path, synth_dir):
+    """``idgenrec pretrain lm`` under torchrun: each rank streams its shards, the held-out loss is gathered."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "lm"
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "genrec.cli",
+           "pretrain", "lm", "--dataset", f"shop={synth_dir}", "--out", str(out), f"model.recommender={TINY}",
+           "tokenizer.vocab_size=600", "train.stage_seconds=null", "train.lm_epochs=3", "train.threads=1",
+           "train.max_batch=8", "train.checkpoint_every=2", "data.workers=1", "lm.samples_per_shard=8"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    (stage,) = summary["stages"]
+    assert summary["world_size"] == 2 and stage["valid"]["tokens"] > 0
+    assert stage["samples"] >= 3 * 54  # every training item once per epoch, over both ranks (54 of 60; 6 held out)
+    assert load_t5(out / "model").config.vocab_size == len(load_tokenizer(out / "model"))
