@@ -4,7 +4,8 @@
 
 From scratch (a tokenizer is trained on the dataset's item text + template words into ``RUN/tokenizer``, tiny or
 paper-sized T5s per ``model``) or from a pretrained checkpoint: ``init=CKPT`` (an export folder) takes the
-recommender, generator and tokenizer from it. Launch with ``torchrun``/``deepspeed`` for several processes.
+recommender, generator and tokenizer from it; ``init_lm=LM`` (``idgenrec pretrain lm``) starts both models from the
+language model and takes its tokenizer. Launch with ``torchrun``/``deepspeed`` for several processes.
 ``--resume`` continues from ``RUN/checkpoints/latest`` when it exists and starts fresh otherwise (saying which);
 ``--resume=require`` fails when there is no checkpoint.
 """
@@ -72,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
     from pretrain.cli import check_resume
     from pretrain.engine import RUN_ENTRIES, Trainer
     from pretrain.recipe import checked_config
+    from pretrain.lm import apply_init_lm
     from pretrain.sources import LeaveOneOutSource
 
     run_dir = OutputDir(args.out, "finetune", args.overwrite, resume=bool(args.resume))  # refuses before any work
     cfg = checked_config(args.config, args.overrides)
     check_resume(args.resume, args.out)
     apply_init(cfg)
+    apply_init_lm(cfg)
     dataset = Dataset.load(args.data)
     cfg["data_dir"] = str(args.data)
     dist.init(single_process_group=True)

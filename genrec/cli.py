@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # a form word before the options (``pretrain lm --dataset ... key=value``) leaves the trailing overrides here
+    if extra and isinstance(getattr(args, "words", None), list) and not any(e.startswith("-") for e in extra):
+        args.words += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from . import quiet
 
     quiet.setup(args.verbose)

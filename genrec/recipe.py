@@ -18,6 +18,7 @@ class TokenizerSettings:
 
     path: str | None = None  # an existing tokenizer folder; null: train one on the dataset into RUN/tokenizer
     vocab_size: int = 32128  # pieces of a tokenizer trained here (paper: 32,128)
+    extra_ids: int = 0  # T5 sentinels <extra_id_0..N-1> appended to a tokenizer trained here (lm: 100, span corruption needs them)
 
 
 @dataclass
@@ -61,6 +62,8 @@ class IdsSettings:
 CORE = part(
     seed=Key(int, 0, "seed of model initialisation, sample order and dropout"),
     init=Key(str | None, None, "an export folder (recommender/, generator/, tokenizer/) to start from"),
+    init_lm=Key(str | None, None, "a language model folder (idgenrec pretrain lm): both models, the warm-start and the "
+                "tokenizer start from it"),
     data_dir=Key(str | None, None, "the dataset folder of a finetune run (set from --data)"),
     tokenizer=TokenizerSettings,
     model=ModelSettings,

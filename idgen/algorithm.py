@@ -129,6 +129,12 @@ class ClaimBook:
         return table
 
 
+def sentinels(tokenizer) -> list[int]:
+    """Special tokens other than pad / eos / unk (e.g. T5's ``<extra_id_N>``), which an ID never contains: a
+    generator started from a span-corruption LM would otherwise begin every ID with ``<extra_id_0>``."""
+    return sorted(set(tokenizer.all_special_ids) - {tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id})
+
+
 def propose(gen: Generator, items: dict[str, str], keys: list[str], tries: list[int], cfg: IdGenConfig) -> dict[str, list[str]]:
     """Candidates (``groups`` decoded strings, group order) of one batch of items at their tries.
 
@@ -147,6 +153,7 @@ def propose(gen: Generator, items: dict[str, str], keys: list[str], tries: list[
         torch.tensor([s[1] for s in sched]),
         torch.tensor([s[2] for s in sched]),
         cfg.groups,
+        banned=sentinels(gen.tokenizer),
     )
     flat = gen.tokenizer.batch_decode([s for item in seqs for s in item], skip_special_tokens=True)
     return {k: flat[i * cfg.groups:(i + 1) * cfg.groups] for i, k in enumerate(keys)}

@@ -9,9 +9,12 @@ decoder is :class:`genrec.t5step.T5StepDecoder`: the groups of an item share its
 and the first step (where all groups are identical) runs once per item. Many items share one forward pass;
 each item may have its own penalty and length window. A group finishes when it emits ``</s>``: ``</s>`` is banned
 before ``min_len`` content tokens and forced once ``max_len - 1`` are written, so every ID has
-``min_len <= len < max_len`` tokens.
+``min_len <= len < max_len`` tokens. ``banned`` tokens (the tokenizer's other special tokens, e.g. the span-corruption
+sentinels, which a generator started from a language model favours) are never chosen.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
@@ -28,6 +31,7 @@ def diverse_beam_search(
     min_len: torch.Tensor,
     max_len: torch.Tensor,
     groups: int = 10,
+    banned: Sequence[int] = (),
 ) -> list[list[list[int]]]:
     """For each of the B items of ``enc``: ``groups`` token lists (no ``</s>``), in group order.
 
@@ -41,6 +45,7 @@ def diverse_beam_search(
     penalty = penalty.to(dev, torch.float32)[:, None]
     min_len, max_len = min_len.to(dev), max_len.to(dev)
     steps = int(max_len.max())
+    banned = torch.tensor(sorted(set(banned) - {eos}), dtype=torch.long, device=dev)
     alive = torch.arange(n_items, device=dev)  # items with a group still decoding
     decoder = T5StepDecoder(model, enc.states, enc.mask, beams=groups, max_steps=steps)
     cur = torch.full((n_items,), start, dtype=torch.long, device=dev)  # the groups start identical: one row per item
@@ -53,6 +58,7 @@ def diverse_beam_search(
         # log_softmax only shifts each row by a constant: the argmax under the penalty is the same on raw logits
         scores = logits.view(len(alive), groups, -1)
         scores[..., pad] = float("-inf")
+        scores[..., banned] = float("-inf")
         scores[..., eos] = torch.where((t < min_len)[:, None], float("-inf"), scores[..., eos])
         forced = t >= max_len - 1
         if forced.any():

@@ -65,6 +65,7 @@ class WarmstartConfig:
     min_words: int = 3  # a tag draws on fields beyond the title until it has this many words
     max_words: int = 6  # words in a tag
     seed: int = 0  # sample order and initialisation (pretrain: the recipe's seed unless set here)
+    init: str | None = None  # the model it starts from (init_lm sets the LM); null: a fresh model.generator
 
 
 def warmstart(model, tokenizer, texts: list[str], cfg: WarmstartConfig) -> list[float]:

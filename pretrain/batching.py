@@ -14,7 +14,7 @@ import random
 import zlib
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -135,12 +135,16 @@ def collate_generator(
 
 
 class EpochBatches:
-    """Iterates one epoch's batches of ``source`` for this rank; ``position`` says where it stands (for resume)."""
+    """Iterates one epoch's batches of ``source`` for this rank; ``position`` says where it stands (for resume).
+
+    Records become ``Example``s through ``transform`` when given (e.g. span corruption, ``pretrain.lm``), else
+    through a ``RenderTransform`` of ``render``.
+    """
 
     def __init__(
         self,
         source,
-        render: Renderer,
+        render: Renderer | None,
         epoch: int,
         rank: int,
         world: int,
@@ -150,12 +154,14 @@ class EpochBatches:
         max_batch: int,
         resume: dict | None = None,
         train: bool = True,
+        transform: Callable[[Any], Example] | None = None,
     ):
         self.source, self.render, self.epoch = source, render, epoch
         self.rank, self.world, self.seed = rank, world, seed
         self.chunk_size, self.max_tokens, self.max_batch = chunk_size, max_tokens, max_batch
         self.resume = resume
         self.train = train
+        self.transform = transform
         self.position: dict = dict(resume) if resume else {"chunk": 0, "source": None, "batches": 0}
 
     def count(self) -> int | None:
@@ -176,7 +182,7 @@ class EpochBatches:
         if self.resume and self.resume.get("source") is not None:
             self.source.restore(self.resume["source"])
             chunk, skip = self.resume["chunk"], self.resume["batches"]
-        transform = RenderTransform(self.render, self.seed, self.epoch, self.train)
+        transform = self.transform or RenderTransform(self.render, self.seed, self.epoch, self.train)
         stream = self.source.epoch(self.epoch, self.rank, self.world, self.seed, transform=transform)
         while True:
             start_state = self.source.state()

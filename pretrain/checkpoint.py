@@ -7,7 +7,7 @@ rank has finished, so a kill at any moment leaves the previous checkpoint intact
     generator/latest/...     the same for the generator engine
     rng-rank{R}.pt           python, numpy, torch (+cuda) RNG states of rank R
     state.json               schedule position, data position, best validation result, summary so far
-    idtable.tsv              the IdTable the models were trained with at this point
+    idtable.tsv              the IdTable the models were trained with at this point (none for language pretraining)
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(run_dir: str | Path, engines: dict[str, Any], state: dict[str, Any], idtable: IdTable) -> Path:
+def save(run_dir: str | Path, engines: dict[str, Any], state: dict[str, Any], idtable: IdTable | None) -> Path:
     """Collective: every rank calls it at the same step."""
     root = Path(run_dir) / "checkpoints"
     tmp, final = root / f".{LATEST}.tmp", root / LATEST
@@ -56,7 +56,8 @@ def save(run_dir: str | Path, engines: dict[str, Any], state: dict[str, Any], id
     torch.save(rng_state(), tmp / f"rng-rank{dist.rank()}.pt")
     dist.barrier()
     if dist.is_main():
-        idtable.save(tmp / "idtable.tsv")
+        if idtable is not None:  # language pretraining has none
+            idtable.save(tmp / "idtable.tsv")
         with atomic_write(tmp / "state.json") as f:
             json.dump(state, f, indent=2)
         old = root / f".{LATEST}.old"
@@ -73,7 +74,7 @@ def exists(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "checkpoints" / LATEST / "state.json").exists()
 
 
-def load(run_dir: str | Path, engines: dict[str, Any]) -> tuple[dict[str, Any], IdTable]:
+def load(run_dir: str | Path, engines: dict[str, Any]) -> tuple[dict[str, Any], IdTable | None]:
     """Restore engines (weights, optimizer, scheduler) and this rank's RNG; return (trainer state, IdTable)."""
     path = Path(run_dir) / "checkpoints" / LATEST
     for name, engine in engines.items():
@@ -82,4 +83,5 @@ def load(run_dir: str | Path, engines: dict[str, Any]) -> tuple[dict[str, Any], 
     if rng.exists():
         set_rng_state(torch.load(rng, weights_only=False))
     state = json.loads((path / "state.json").read_text())
-    return state, IdTable.load(path / "idtable.tsv")
+    table = path / "idtable.tsv"
+    return state, IdTable.load(table) if table.exists() else None

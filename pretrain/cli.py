@@ -1,9 +1,13 @@
 """``idgenrec pretrain``: build the Fusion corpus, or pretrain the foundation model on it (paper 3.5).
 
-Two forms under one subcommand::
+Three forms under one subcommand::
 
     idgenrec pretrain build-corpus --dataset NAME=DIR ... --max-users 30000 --seed S --out CORPUS [--merge-items]
     idgenrec pretrain --config configs/foundation.yaml --corpus CORPUS --out RUN [--resume] [key=value ...]
+    idgenrec pretrain lm --dataset NAME=DIR ... --out LM [--config lm] [--resume] [key=value ...]
+
+The third is language pretraining on item text (``pretrain.lm``, T5 span corruption); ``init_lm=LM`` then starts
+both models (and the tag warm-start) from it, and the Fusion recipe runs it first when ``pretrain.lm.minutes`` > 0.
 
 Training streams the corpus shards (``pretrain.shards.ShardSource``) into the one trainer (``pretrain.engine``); the
 run folder and export have the same format as finetune, so ``idgenrec zeroshot --checkpoint RUN/export`` reads it.
@@ -18,25 +22,28 @@ from genrec.io import OVERWRITE_HELP
 USAGE = """
   idgenrec pretrain build-corpus --dataset NAME=DIR [--dataset NAME=DIR ...] --out CORPUS
                                  [--max-users N] [--seed S] [--merge-items] [--max-history H] [--samples-per-shard K]
-  idgenrec pretrain [--config RECIPE] --corpus CORPUS --out RUN [--resume | --resume=require] [key=value ...]"""
+  idgenrec pretrain [--config RECIPE] --corpus CORPUS --out RUN [--resume | --resume=require] [key=value ...]
+  idgenrec pretrain lm --dataset NAME=DIR [--dataset NAME=DIR ...] --out LM [--config RECIPE] [--resume] [key=value ...]"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain", usage=USAGE, help="Fusion corpus building and foundation pretraining",
-        description="Build the Fusion corpus (first form) or pretrain on it (second form).",
+        description="Build the Fusion corpus (first form), pretrain on it (second form), or pretrain a language "
+                    "model on item text (third form, 'lm').",
     )
-    p.add_argument("words", nargs="*", metavar="build-corpus | key=value",
-                   help="'build-corpus' selects the first form; otherwise config overrides, e.g. train.rounds=1")
-    p.add_argument("--out", type=Path, required=True, help="corpus folder (build-corpus) or run folder (training)")
+    p.add_argument("words", nargs="*", metavar="build-corpus | lm | key=value",
+                   help="'build-corpus' or 'lm' selects a form; the rest are config overrides, e.g. train.rounds=1")
+    p.add_argument("--out", type=Path, required=True,
+                   help="corpus folder (build-corpus), run folder (training) or LM folder (lm)")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP + "; starts a previous run over")
     train = p.add_argument_group("training")
-    train.add_argument("--config", default="foundation", help="recipe name or YAML path (default: foundation)")
+    train.add_argument("--config", default=None, help="recipe name or YAML path (default: foundation; lm: lm)")
     train.add_argument("--corpus", type=Path, help="a corpus folder from build-corpus (default: config key corpus)")
     add_resume_options(train)
     build = p.add_argument_group("build-corpus")
     build.add_argument("--dataset", action="append", default=[], metavar="NAME=DIR",
-                       help="a prepared dataset folder and the name that prefixes its keys (repeat)")
+                       help="a prepared dataset folder and the name that prefixes its keys (repeat; also for lm)")
     build.add_argument("--max-users", type=int, default=30000, help="downsample larger datasets to this many users (0: keep all)")
     build.add_argument("--seed", type=int, default=0, help="seed of user downsampling and sample order")
     build.add_argument("--merge-items", action="store_true", help="the same item key in two datasets is one item")
@@ -69,19 +76,21 @@ def _main(args: argparse.Namespace) -> int:
         if len(args.words) > 1:
             raise SystemExit(f"idgenrec pretrain build-corpus: unexpected arguments {args.words[1:]}")
         return build_corpus_command(args)
+    if args.words[:1] == ["lm"]:
+        return lm_command(args)
     if args.dataset:
-        raise SystemExit("idgenrec pretrain: --dataset belongs to 'idgenrec pretrain build-corpus'")
+        raise SystemExit("idgenrec pretrain: --dataset belongs to 'idgenrec pretrain build-corpus' or 'lm'")
     return train_command(args)
 
 
-def parse_dataset_specs(specs: list[str]) -> dict[str, Path]:
+def parse_dataset_specs(specs: list[str], form: str = "build-corpus") -> dict[str, Path]:
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
-            raise SystemExit(f"idgenrec pretrain build-corpus: --dataset {spec!r} is not NAME=DIR")
+            raise SystemExit(f"idgenrec pretrain {form}: --dataset {spec!r} is not NAME=DIR")
         if name in out:
-            raise SystemExit(f"idgenrec pretrain build-corpus: dataset name {name!r} given twice")
+            raise SystemExit(f"idgenrec pretrain {form}: dataset name {name!r} given twice")
         out[name] = Path(folder)
     return out
 
@@ -102,6 +111,46 @@ def build_corpus_command(args: argparse.Namespace) -> int:
                             args.samples_per_shard, sources={n: str(f) for n, f in specs.items()})
     print(format_table(info))
     print(f"{info['train_samples']:,} training samples in {info['shards']} shards -> {args.out}")
+    return 0
+
+
+def lm_command(args: argparse.Namespace) -> int:
+    """``idgenrec pretrain lm``: span-corruption pretraining on the item text of the given datasets."""
+    from genrec import dist
+    from genrec.dataset import Dataset
+    from genrec.io import OutputDir
+
+    from .engine import RUN_ENTRIES
+    from .lm import LM_ENTRIES, MODEL_DIR, check_lm_config, train_lm
+    from .recipe import checked_config
+
+    if args.corpus:
+        raise SystemExit("idgenrec pretrain lm: reads --dataset NAME=DIR folders, not --corpus")
+    specs = parse_dataset_specs(args.dataset, "lm")
+    if not specs:
+        raise SystemExit("idgenrec pretrain lm: give at least one --dataset NAME=DIR")
+    out_dir = OutputDir(args.out, "pretrain lm", args.overwrite, resume=bool(args.resume))  # refuses before any work
+    cfg = checked_config(args.config or "lm", args.words[1:])
+    check_resume(args.resume, args.out)
+    try:
+        check_lm_config(cfg)
+    except ValueError as e:
+        raise SystemExit(f"idgenrec pretrain lm: {e}") from None
+    datasets = {name: Dataset.load(folder, name) for name, folder in specs.items()}
+    cfg["lm_datasets"] = {n: str(f) for n, f in specs.items()}
+    dist.init(single_process_group=True)
+    if dist.is_main():
+        out_dir.claim(RUN_ENTRIES + LM_ENTRIES)
+    dist.barrier()
+    summary = train_lm(datasets, args.out, cfg, resume=args.resume)
+    if not dist.is_main():
+        return 0
+    if summary.get("preempted"):
+        print(f"stopped by a signal; continue with --resume (checkpoint in {args.out / 'checkpoints'})")
+    else:
+        valid = (summary["stages"][-1].get("valid") or {}) if summary.get("stages") else {}
+        loss = f"; held-out loss {valid['loss']:.3f}" if "loss" in valid else ""
+        print(f"language pretraining done in {summary['wall_seconds']:.0f}s{loss}; LM in {args.out / MODEL_DIR}")
     return 0
 
 
@@ -128,16 +177,17 @@ def corpus_tokenizer(dataset, out: Path, cfg: dict) -> Path:
 
 
 def warm_generator(dataset, tokenizer_dir: Path, out: Path, cfg: dict, warm: dict) -> Path:
-    """Tag warm-start (``idgen.warmstart``) of a fresh generator on the corpus item text, on rank 0.
+    """Tag warm-start (``idgen.warmstart``) of the generator on the corpus item text, on rank 0.
 
     A randomly initialised generator cannot give items unique IDs, let alone name unseen items; the paper starts
-    from a tag-generation T5. Kept when ``out`` exists (resume).
+    from a tag-generation T5. Starts from ``warm["init"]`` (e.g. the language model, ``init_lm``) when given, else
+    from a fresh ``model.generator``. Kept when ``out`` exists (resume).
     """
     import torch
 
     from genrec import dist
     from genrec.io import atomic_dir
-    from genrec.modeling import model_from_config
+    from genrec.modeling import load_t5, model_from_config
     from idgen.warmstart import WarmstartConfig, warmstart
     from tokenization.spm import load_tokenizer
 
@@ -145,13 +195,36 @@ def warm_generator(dataset, tokenizer_dir: Path, out: Path, cfg: dict, warm: dic
     if dist.is_main() and not out.exists():
         tokenizer = load_tokenizer(tokenizer_dir)
         torch.manual_seed(int(cfg.get("seed", 0)) + 1)
-        model = model_from_config(cfg["model"]["generator"], len(tokenizer))
+        warm = dict(warm)
+        start = warm.pop("init", None)
+        model = load_t5(start) if start else model_from_config(cfg["model"]["generator"], len(tokenizer))
         warmstart(model, tokenizer, [it.text for it in dataset.items.values()],
                   WarmstartConfig(**{"seed": int(cfg.get("seed", 0)), **warm}))
         with atomic_dir(out) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
     dist.barrier()
     return out
+
+
+def corpus_lm(dataset, out: Path, cfg: dict, stage: dict, resume: bool) -> Path:
+    """The Fusion recipe's ``lm`` stage (``pretrain.lm``): the lm recipe on the corpus item text for
+    ``minutes``, sized like the recommender it initialises, with the run's seed, tokenizer settings, DeepSpeed
+    config and threads. Kept when ``out/model`` exists (resume)."""
+    from genrec.config import load_config
+
+    from .lm import MODEL_DIR, train_lm
+
+    if (out / MODEL_DIR / "config.json").exists():
+        return out / MODEL_DIR
+    lm_cfg = load_config(stage.get("config") or "lm", list(stage.get("overrides") or []))
+    lm_cfg["seed"] = cfg.get("seed", 0)
+    lm_cfg["model"]["recommender"] = dict(cfg["model"]["recommender"])
+    tok = cfg.get("tokenizer") or {}
+    lm_cfg["tokenizer"].update({k: tok[k] for k in ("path", "vocab_size") if tok.get(k)})
+    lm_cfg["deepspeed"] = cfg.get("deepspeed", lm_cfg.get("deepspeed"))
+    lm_cfg["train"].update(stage_seconds=float(stage["minutes"]) * 60, threads=(cfg.get("train") or {}).get("threads"))
+    train_lm({dataset.name: dataset}, out, lm_cfg, resume=resume)
+    return out / MODEL_DIR
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -161,11 +234,12 @@ def train_command(args: argparse.Namespace) -> int:
 
     from .corpus import load_corpus_info
     from .engine import RUN_ENTRIES, Trainer
+    from .lm import apply_init_lm
     from .recipe import checked_config
     from .shards import ShardSource
 
     run_dir = OutputDir(args.out, "pretrain", args.overwrite, resume=bool(args.resume))  # refuses before any work
-    cfg = checked_config(args.config, args.words)
+    cfg = checked_config(args.config or "foundation", args.words)
     check_resume(args.resume, args.out)
     corpus = args.corpus or cfg.get("corpus")
     if not corpus:
@@ -182,12 +256,16 @@ def train_command(args: argparse.Namespace) -> int:
                                      shuffle_buffer=int(data.get("shuffle_buffer", 1000)),
                                      skip_corrupt=bool(data.get("skip_corrupt", False)),
                                      timeout=float(data.get("timeout", 600)))
+    lm_stage = (cfg.get("pretrain") or {}).get("lm") or {}
+    if float(lm_stage.get("minutes") or 0) > 0 and not cfg.get("init_lm"):
+        cfg["init_lm"] = str(corpus_lm(source.dataset, args.out / "lm", cfg, lm_stage, args.resume))
+    apply_init_lm(cfg)
     tok = cfg.setdefault("tokenizer", {})
     if not tok.get("path"):
         tok["path"] = str(corpus_tokenizer(source.dataset, args.out / "tokenizer", cfg))
     generator = cfg.setdefault("model", {}).setdefault("generator", {})
     warm = dict(cfg.get("warmstart") or {})
-    if not generator.get("init") and int(warm.get("steps", 0)) > 0:
+    if (warm.get("init") or not generator.get("init")) and int(warm.get("steps", 0)) > 0:
         generator["init"] = str(warm_generator(source.dataset, Path(tok["path"]), args.out / "warmstart", cfg, warm))
     valid_n = int((cfg.get("pretrain") or {}).get("valid_users", 0))
     eval_dataset = None

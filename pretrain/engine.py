@@ -13,6 +13,9 @@ Schedule: ``train.rounds`` rounds of the stages in ``train.order`` (default ``[g
   ``genrec.baselines.idschemes`` instead of the generator's IDs).
 * **recommender stage** (``train.rec_epochs`` epochs): teacher forcing, cross-entropy on the target's ID tokens +
   EOS, padding ignored (-100).
+* **lm stage** (``train.lm_epochs`` epochs; ``train.order: [lm]``, ``pretrain.lm``): the recommender engine learns
+  T5's span corruption on item text from a ``TextSource``; no IDs, no generator engine; validation is the held-out
+  LM loss and the export is the LM folder ``RUN/model`` (model + tokenizer).
 
 ``train.stage_seconds`` (seconds, or ``{recommender: s, generator: s}``) ends a stage's epochs once that much
 training time is spent, so methods can be compared at equal wall-clock budgets (``bench/quality.py``).
@@ -70,6 +73,8 @@ REC, GEN = "recommender", "generator"
 # A run folder's top-level entries: the Trainer's, plus the tokenizer and generator warm-start the CLIs put there.
 RUN_ENTRIES = ["config.yaml", "tb", "idtables", "checkpoints", "losses.jsonl", "export", "summary.json", "tokenizer",
                "warmstart"]
+LM = "lm"  # language pretraining (pretrain.lm): trains the recommender engine on span corruption
+EPOCHS_KEY = {REC: "rec_epochs", GEN: "id_epochs", LM: "lm_epochs"}
 
 
 class Preempted(Exception):
@@ -80,8 +85,8 @@ def schedule(cfg: dict[str, Any]) -> list[tuple[int, str]]:
     """The (round, stage) list of a run."""
     train = cfg.get("train", {})
     order = list(train.get("order", [GEN, REC]))
-    if set(order) - {GEN, REC}:
-        raise ValueError(f"train.order may only contain {GEN!r} and {REC!r}, got {order}")
+    if set(order) - {GEN, REC} and order != [LM]:
+        raise ValueError(f"train.order may only contain {GEN!r} and {REC!r} (or be [{LM!r}]), got {order}")
     ids = cfg.get("ids", {})
     regenerate = ids.get("regenerate", ids.get("scheme", "idgenrec") == "idgenrec")
     out = []
@@ -119,6 +124,7 @@ class Trainer:
         self.seed = int(cfg.get("seed", 0))
         self.softid = SoftIdConfig.from_dict(cfg.get("softid"))
         self._stop_flag = False
+        self.lm_only = [k for _, k in schedule(cfg)][:1] == [LM]  # language pretraining: one engine, no IDs
         self._writer = None
         self.text_tokens: dict[str, list[int]] | None = None
         self.user_tokens: dict[str, list[int]] | None = None  # training prompts' user IDs, by history key
@@ -144,7 +150,7 @@ class Trainer:
         optim = self.cfg.get("optim", {})
         ds = self.cfg.get("deepspeed", {})
         self.engines = {}
-        for name in (REC, GEN):
+        for name in (REC,) if self.lm_only else (REC, GEN):
             torch.manual_seed(self.seed + (name == GEN))
             model = model_from_config(models.get(name, {}), len(self.tokenizer))
             o = {"lr": 1e-3 if name == REC else 1e-8, **optim.get(name, {})}
@@ -228,6 +234,11 @@ class Trainer:
             self.text_tokens = {k: list(e) for k, e in zip(keys, enc)}
         return self.text_tokens
 
+    def _lm_transform(self, epoch: int):
+        from .lm import corruption
+
+        return corruption(self.tokenizer, self.cfg.get("lm"), self.seed, epoch)
+
     def softid_cfg(self) -> dict[str, Any]:
         return self.cfg.get("softid", {}) or {}
 
@@ -266,7 +277,7 @@ class Trainer:
         return table
 
     def _save_idtable(self, tag: str) -> None:
-        if dist.is_main():
+        if dist.is_main() and self.idtable is not None:
             self.idtable.save(self.out / "idtables" / f"{tag}.tsv")
 
     # ---------------------------------------------------------------- steps
@@ -308,8 +319,8 @@ class Trainer:
                    time_left: float | None = None) -> dict[str, float]:
         """One epoch of one stage, cut short after ``time_left`` seconds; returns throughput numbers."""
         t = self.train_cfg
-        engine = self.engines[kind]
-        renderer = self._renderer()
+        engine = self.engines[REC if kind == LM else kind]
+        renderer = None if kind == LM else self._renderer()
         rec_frozen = kind == GEN
         self.engines[REC].module.requires_grad_(not rec_frozen)
         if rec_frozen:
@@ -319,6 +330,7 @@ class Trainer:
             self.source, renderer, epoch=stage_index * 10_000 + epoch, rank=self.rank, world=self.world, seed=self.seed,
             chunk_size=int(t.get("chunk_size", 4096)), max_tokens=int(t.get("max_tokens", 8192)),
             max_batch=int(t.get("max_batch", 64)), resume=(resume_pos or {}).get("batches_pos"),
+            transform=self._lm_transform(stage_index * 10_000 + epoch) if kind == LM else None,
         )
         steps = int((resume_pos or {}).get("steps", 0))
         max_steps = t.get("max_steps_per_epoch")
@@ -400,6 +412,9 @@ class Trainer:
 
     def _after_stage(self, rnd: int, kind: str, stats: dict[str, float]) -> None:
         entry: dict[str, Any] = {"round": rnd, "stage": kind, **stats}
+        if kind == LM:
+            self._after_lm_stage(entry)
+            return
         if kind == GEN:
             previous = self.idtable
             self.idtable = self._generate_ids(previous.version + 1, previous)
@@ -423,6 +438,22 @@ class Trainer:
         elif best is None or metrics[key] > best["score"]:
             self.state["best"] = {"score": metrics[key], "round": rnd, "stage": kind, "metric": key}
             self._export()
+        self.state.setdefault("stages", []).append(entry)
+
+    def _after_lm_stage(self, entry: dict[str, Any]) -> None:
+        """Held-out span-corruption loss, then the LM folder ``RUN/model`` (the latest model)."""
+        from .lm import MODEL_DIR, export_lm, held_out_loss
+
+        model = self._plain(REC)
+        t = self.train_cfg
+        entry["valid"] = held_out_loss(model, self.tokenizer, getattr(self.source, "valid", []), self.cfg.get("lm"),
+                                       self.seed, self.rank, self.world, int(t.get("max_tokens", 8192)),
+                                       int(t.get("max_batch", 64)))
+        for k, v in entry["valid"].items():
+            self._scalar(f"valid/lm_{k}", v)
+        if dist.is_main():
+            export_lm(self.out / MODEL_DIR, model, self.tokenizer)
+        dist.barrier()
         self.state.setdefault("stages", []).append(entry)
 
     def _export(self) -> None:
@@ -456,7 +487,7 @@ class Trainer:
             if self.resume and dist.is_main():
                 log.info("resume: no checkpoint in %s, starting fresh", self.out / "checkpoints")
             self.state, self.global_step = {}, 0
-            self.idtable = self._initial_ids()
+            self.idtable = None if self.lm_only else self._initial_ids()
             self._save_idtable("round-0")
             if self.train_cfg.get("initial_eval", False):
                 self.state["initial_valid"] = self._evaluate("valid")
@@ -464,7 +495,7 @@ class Trainer:
         try:
             for stage_index in range(int(position.get("stage_index", 0)), len(plan)):
                 rnd, kind = plan[stage_index]
-                epochs = int(self.train_cfg.get("id_epochs" if kind == GEN else "rec_epochs", 1))
+                epochs = int(self.train_cfg.get(EPOCHS_KEY[kind], 1))
                 first_epoch = int(position.get("epoch", 0)) if position.get("stage_index") == stage_index else 0
                 totals = {"samples_per_s": 0.0, "tokens_per_s": 0.0, "steps": 0, "seconds": 0.0, "samples": 0}
                 cap = self.train_cfg.get("stage_seconds")  # training seconds per stage: a number, or per stage kind

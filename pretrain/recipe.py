@@ -16,7 +16,9 @@ from genrec.schema import Key, Section, combine, part
 from idgen.recipe import IDGEN
 from zeroshot.harness import EVAL
 
-Stage = Literal["generator", "recommender"]
+from .lm import LMConfig
+
+Stage = Literal["generator", "recommender", "lm"]
 
 
 @dataclass
@@ -28,6 +30,7 @@ class TrainSettings:
     skip_first_generator: bool = True  # round 0 trains the recommender on the initial IDs first
     id_epochs: int = 1  # epochs of a generator stage
     rec_epochs: int = 1  # epochs of a recommender stage
+    lm_epochs: int = 1  # epochs of a language-pretraining stage (order: [lm], pretrain.lm)
     max_tokens: int = 8192  # padded tokens (prompt + target) per batch
     max_batch: int = 64  # samples per batch at most
     chunk_size: int = 4096  # samples rendered and length-sorted together
@@ -73,10 +76,20 @@ class DeepspeedSettings:
 
 
 @dataclass
+class CorpusLmStage:
+    """The Fusion recipe's language-pretraining stage on the corpus item text (before the warm-start)."""
+
+    minutes: float = 0  # training minutes of the stage into RUN/lm, then init_lm=RUN/lm (0 skips it)
+    config: str = "lm"  # the recipe it runs (model size, seed, tokenizer, deepspeed come from this run)
+    overrides: list[str] = field(default_factory=list)  # key=value overrides of that recipe
+
+
+@dataclass
 class PretrainSettings:
     """Foundation pretraining on a Fusion corpus (idgenrec pretrain)."""
 
     valid_users: int = 0  # Fusion users used for model selection (0: all, -1: none, the export is the last model)
+    lm: CorpusLmStage = field(default_factory=CorpusLmStage)  # language pretraining first (pretrain.lm)
 
 
 @dataclass
@@ -104,6 +117,7 @@ TRAINER = part(
     pretrain=PretrainSettings,
     data=StreamSettings,
     softid=SoftIdText,
+    lm=LMConfig,
 )
 
 RECIPE: Section = combine(CORE, IDGEN, EVAL, TRAINER)

@@ -2,7 +2,8 @@
 
 Shards hold only what never changes between ID rounds: (user key, history item keys, target item key, dataset).
 Item text lives once in the corpus folder and prompts are rendered by the trainer from the *current* IdTable, so
-shards are written once and never rewritten when IDs change.
+shards are written once and never rewritten when IDs change. Language pretraining (``pretrain.lm``) writes and
+streams shards of item text (``TextRecord``, format ``TEXT_FORMAT``) with the same code.
 
 Layout: ``shard-000000.tar ...`` plus ``manifest.json`` (sample counts, byte sizes and sha256 of every shard). Each
 tar member is ``<9-digit index>.json``. Shards are reproducible byte for byte (fixed mtime/owner).
@@ -47,17 +48,35 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "idgenrec-samples/1"
+TEXT_FORMAT = "idgenrec-text/1"  # shards of TextRecord (item text for language pretraining)
 SHARD_PATTERN = "shard-%06d.tar"
 MEMBER_SUFFIX = "json"
 
 
-def _encode(sample: Sample) -> bytes:
-    rec = {"user": sample.user, "history": list(sample.history), "target": sample.target, "dataset": sample.dataset}
+@dataclass(frozen=True)
+class TextRecord:
+    """One item's plain text (language pretraining, ``pretrain.lm``): shards of these hold text, not samples."""
+
+    key: str
+    text: str
+    dataset: str
+
+
+FORMATS = (FORMAT, TEXT_FORMAT)
+
+
+def _encode(record: Sample | TextRecord) -> bytes:
+    if isinstance(record, TextRecord):
+        rec = {"key": record.key, "text": record.text, "dataset": record.dataset}
+    else:
+        rec = {"user": record.user, "history": list(record.history), "target": record.target, "dataset": record.dataset}
     return json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _decode(data: bytes) -> Sample:
+def _decode(data: bytes) -> Sample | TextRecord:
     rec = json.loads(data.decode("utf-8"))
+    if "text" in rec:
+        return TextRecord(str(rec["key"]), str(rec["text"]), str(rec["dataset"]))
     return Sample(str(rec["user"]), tuple(str(k) for k in rec["history"]), str(rec["target"]), str(rec["dataset"]))
 
 
@@ -66,7 +85,7 @@ def _sha256(data: bytes) -> str:
 
 
 def write_shards(
-    samples: Sequence[Sample],
+    samples: Sequence[Sample] | Sequence[TextRecord],
     out: str | Path,
     samples_per_shard: int = 2000,
     shard_multiple: int = 8,
@@ -74,7 +93,7 @@ def write_shards(
 ) -> dict[str, Any]:
     """Write ``samples`` (in the given order) to balanced shards in ``out`` and return the manifest.
 
-    The number of shards is ``ceil(len / samples_per_shard)`` rounded up to a multiple of ``shard_multiple`` (when
+    ``samples`` may also be ``TextRecord``s (the manifest then says ``TEXT_FORMAT``). The number of shards is ``ceil(len / samples_per_shard)`` rounded up to a multiple of ``shard_multiple`` (when
     there are enough samples), and shard sizes differ by at most one, so splitting shards over ranks x workers
     stays balanced. Each shard is written atomically; ``manifest.json`` is written last, so a folder without a
     manifest is an interrupted write.
@@ -102,7 +121,7 @@ def write_shards(
             f.write(data)
         shards.append({"name": name, "samples": hi - lo, "bytes": len(data), "sha256": _sha256(data)})
     manifest = {
-        "format": FORMAT,
+        "format": TEXT_FORMAT if n and isinstance(samples[0], TextRecord) else FORMAT,
         "samples": n,
         "datasets": dict(sorted(per_dataset.items())),
         "shards": shards,
@@ -122,8 +141,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(path, e.lineno, f"malformed JSON ({e.msg})") from None
-    if manifest.get("format") != FORMAT:
-        raise DataError(path, None, f"unknown format {manifest.get('format')!r} (expected {FORMAT!r})")
+    if manifest.get("format") not in FORMATS:
+        raise DataError(path, None, f"unknown format {manifest.get('format')!r} (expected one of {FORMATS})")
     shards = manifest.get("shards") or []
     if not shards:
         raise DataError(path, None, "manifest lists no shards")

@@ -8,7 +8,7 @@ import pytest
 from genrec.cli import main
 from genrec.io import DataError
 from genrec.prompts import template_words
-from tokenization.spm import MIN_VOCAB, SPM_FILE, load_tokenizer, train_tokenizer
+from tokenization.spm import MIN_VOCAB, SPM_FILE, load_tokenizer, sentinel_ids, train_tokenizer
 
 
 def test_t5_special_token_layout(tokenizer):
@@ -79,8 +79,11 @@ def test_training_is_deterministic_and_validates(tmp_path, synth_dataset):
 def test_sentinels(tmp_path, synth_dataset):
     tok = train_tokenizer([it.text for it in synth_dataset.items.values()], tmp_path / "s", 500, extra_ids=3)
     ids = tok.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_2>"])
-    assert ids == [len(tok) - 3, len(tok) - 1]
+    assert ids == [len(tok) - 1, len(tok) - 3]  # T5's layout: <extra_id_0> is the last id
+    assert sentinel_ids(tok) == [len(tok) - 1, len(tok) - 2, len(tok) - 3]
     assert tok("x <extra_id_1>", add_special_tokens=False)["input_ids"][-1] == len(tok) - 2
+    assert tok.decode([ids[0], ids[1]], skip_special_tokens=True) == ""
+    assert sentinel_ids(load_tokenizer(tmp_path / "s")) == sentinel_ids(tok)  # saved and reloaded alike
 
 
 def test_load_errors(tmp_path):

@@ -58,6 +58,19 @@ def _without_seed_path(model_proto: bytes) -> bytes:
     return proto.SerializeToString()
 
 
+def sentinel_tokens(n: int) -> list[str]:
+    """T5's span-corruption sentinels ``<extra_id_0>`` .. ``<extra_id_{n-1}>``, in the order spans use them."""
+    return [f"<extra_id_{i}>" for i in range(n)]
+
+
+def sentinel_ids(tokenizer) -> list[int]:
+    """The ids of a tokenizer's sentinels, ``<extra_id_0>`` first (T5 layout: descending from the last id)."""
+    ids = []
+    while (tid := tokenizer.convert_tokens_to_ids(f"<extra_id_{len(ids)}>")) not in (None, tokenizer.unk_token_id):
+        ids.append(tid)
+    return ids
+
+
 def _to_fast(model_proto: bytes, extra_ids: int) -> "PreTrainedTokenizerFast":
     """A ``PreTrainedTokenizerFast`` equivalent to the SentencePiece model, byte fallback included."""
     from sentencepiece import sentencepiece_model_pb2
@@ -79,9 +92,9 @@ def _to_fast(model_proto: bytes, extra_ids: int) -> "PreTrainedTokenizerFast":
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
     backend.post_processor = processors.TemplateProcessing(single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)])
-    sentinels = [f"<extra_id_{i}>" for i in range(extra_ids)]
+    sentinels = sentinel_tokens(extra_ids)
     if sentinels:
-        backend.add_special_tokens(sentinels)
+        backend.add_special_tokens(list(reversed(sentinels)))  # T5's order: <extra_id_0> is the last id
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token="<pad>",
@@ -105,7 +118,9 @@ def train_tokenizer(
 
     Each extra text counts ``extra_weight`` times, so the few template sentences, which occur in every prompt,
     get whole-word pieces. ``vocab_size`` is a soft limit (SentencePiece may return fewer pieces on small data);
-    ``extra_ids`` appends that many ``<extra_id_N>`` sentinels after the pieces. The folder holds ``spiece.model`` and the HF tokenizer files;
+    ``extra_ids`` appends that many ``<extra_id_N>`` sentinels after the pieces in T5's layout (as Hugging Face's
+    ``T5Tokenizer(extra_ids=100)``: ``<extra_id_0>`` is the last id, ``<extra_id_{N-1}>`` the first after the
+    pieces); span corruption (``pretrain.lm``) needs them. The folder holds ``spiece.model`` and the HF tokenizer files;
     it is written to a temporary name and renamed. Returns the loaded tokenizer.
     """
     if vocab_size < MIN_VOCAB:
