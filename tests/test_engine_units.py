@@ -105,8 +105,10 @@ def test_epoch_batches_resume_mid_epoch(synth_dataset, renderer):
 
 
 def test_deepspeed_config_resolution():
-    cfg = resolve("zero2", lr=3e-4, warmup_steps=10, weight_decay=0.1, micro_batch=8, grad_accum=4, clipping=0.5)
-    assert cfg["optimizer"]["params"]["lr"] == 3e-4 and cfg["scheduler"]["params"]["warmup_max_lr"] == 3e-4
+    cfg = resolve("zero2", lr=3e-4, weight_decay=0.1, micro_batch=8, grad_accum=4, clipping=0.5)
+    assert cfg["optimizer"]["params"]["lr"] == 3e-4
+    assert "scheduler" not in cfg  # the trainer sets the lr (pretrain.optim)
+    assert not cfg["bf16"]["enabled"] and not cfg["fp16"]["enabled"]  # float32 weights; precision is autocast
     assert cfg["gradient_accumulation_steps"] == 4 and cfg["gradient_clipping"] == 0.5
     assert cfg["zero_optimization"]["stage"] == 2
     assert "auto" not in repr(cfg)
