@@ -75,9 +75,10 @@ def flops_per_token(trainer, kind: str, batches: int = 3) -> float:
     engine_model = trainer.engines[kind].module
     model = type(engine_model)(engine_model.config)  # a plain copy: backward outside DeepSpeed's gradient hooks
     model.load_state_dict(engine_model.state_dict())
+    model.to(trainer.device)
     total_flops = total_tokens = 0
     for _ in range(batches):
-        t = collate(next(batches_it))
+        t = {k: v.to(trainer.device) for k, v in collate(next(batches_it)).items()}
         with FlopCounterMode(display=False) as counter:
             model(**t).loss.backward()
         model.zero_grad(set_to_none=True)

@@ -26,7 +26,7 @@ After each stage the recommender is validated (``zeroshot.harness.evaluate``, te
 ``train.valid_every_seconds`` of training time when set; each validation is a point of the learning curve
 (``summary["points"]``: training seconds, samples, mean loss since the previous point, metrics). The best model on
 ``train.select_metric`` (default NDCG@10) is exported to ``RUN/export``; the test split is evaluated once, at the end,
-on that export (and once per ``eval.test_length_penalties`` entry when set).
+on that export (and once per ``eval.test_length_penalties`` entry when set; never with ``train.final_test: false``).
 
 Data comes from a ``SampleSource`` (``pretrain/sources.py``)::
 
@@ -618,19 +618,21 @@ class Trainer:
             "global_steps": self.global_step,
         }
         export_dir = self.out / "export"
-        if self.eval_dataset is not None and export_dir.exists():
+        if self.eval_dataset is not None and export_dir.exists() and self.train_cfg.get("final_test", True):
             best = load_t5(export_dir / "recommender").to(self.device)
             generator = load_t5(export_dir / "generator").to(self.device) if userids.enabled(self.cfg) else None
             table = IdTable.load(export_dir / "idtable.tsv")
-            summary["test"] = self._evaluate("test", best, table, generator)
+            settings = self.cfg.get("eval") or {}
+            by_penalty = {}
+            for p in settings.get("test_length_penalties") or []:  # the same export ranked once per length penalty
+                cfg = merge(self.cfg, {"eval": {"length_penalty": float(p)}})
+                by_penalty[float(p)] = self._evaluate("test", best, table, generator, cfg=cfg)
+            if by_penalty:
+                summary["test_by_length_penalty"] = {str(p): m for p, m in by_penalty.items()}
+            penalty = float(settings.get("length_penalty", 1.0))
+            summary["test"] = by_penalty.get(penalty) or self._evaluate("test", best, table, generator)
             for k, v in summary["test"].items():
                 self._scalar(f"test/{k}", v)
-            penalties = (self.cfg.get("eval") or {}).get("test_length_penalties")
-            if penalties:  # the same export ranked once per length penalty
-                summary["test_by_length_penalty"] = {
-                    str(float(p)): self._evaluate("test", best, table, generator, cfg=merge(self.cfg, {"eval": {"length_penalty": float(p)}}))
-                    for p in penalties
-                }
         summary["wall_seconds"] = seconds
         if dist.is_main():
             with atomic_write(self.out / "summary.json") as f:

@@ -61,7 +61,12 @@ class LeaveOneOutSource:
         ``transform(sample)`` instead of the sample when given."""
         mine = self._order(epoch, seed)[rank::world]
         start, self._start = self._start, 0
+        # set eagerly: a caller may ask state() before taking the first sample (that is the start position, not where
+        # the previous epoch() iterator stopped)
         self._position = start
+        return self._iterate(mine, start, transform)
+
+    def _iterate(self, mine: list[int], start: int, transform: Callable[[Sample], Any] | None) -> Iterator[Any]:
         for i in mine[start:]:
             self._position += 1
             yield self.samples[i] if transform is None else transform(self.samples[i])

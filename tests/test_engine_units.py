@@ -127,3 +127,12 @@ def test_user_ids_need_the_training_samples_in_memory(tokenizer):
 
     with pytest.raises(ValueError, match="training samples in memory"):
         Trainer({"prompt": {"user_ids": True}}, Streaming(), "unused", tokenizer=tokenizer)
+
+
+def test_source_state_before_the_first_sample_is_the_epoch_start(synth_dataset):
+    """EpochBatches records the source's state at a chunk start before taking a sample: after a full pass (the
+    trainer counts a stage's batches first) it must not report where that pass stopped."""
+    src = LeaveOneOutSource(synth_dataset)
+    list(src.epoch(0, 0, 1, seed=0))
+    src.epoch(1, 0, 1, seed=0)
+    assert src.state() == {"position": 0}
