@@ -44,7 +44,8 @@ def test_learning_curve_points_test_resume_and_plot(synth_dir, tokenizer_dir, tm
     assert all(set(learning_curve.METRICS) <= p["valid"].keys() for p in points)
     minutes = [p["minutes"] for p in points]
     assert minutes == sorted(minutes) and 0.1 <= minutes[-1] < 0.1 + 0.05
-    assert all(b - a >= 0.03 - 1e-9 for a, b in zip(minutes[:-2], minutes[1:-1]))  # at fixed intervals
+    # at fixed intervals: the first step after each multiple of 0.03 minutes, then the stage end
+    assert [int(m / 0.03) for m in minutes[:-1]] == list(range(1, len(minutes)))
     samples = [p["samples"] for p in points]
     assert samples == sorted(samples) and samples[0] > 0 and all(p["loss"] > 0 for p in points)
     assert rec["test_users"] == 120 and set(rec["test_by_length_penalty"]) == {"0.0", "1.0"}
@@ -68,7 +69,8 @@ def test_learning_curve_points_test_resume_and_plot(synth_dir, tokenizer_dir, tm
 def test_gpu_quality_script_runs_with_a_tiny_model_on_cpu(synth_dir, tokenizer_dir, tmp_path):
     """bench/gpu_quality.sh with its recipe, a tiny recommender size and seconds of training: it prints test HR@10
     and the MFU, and writes them to JSON."""
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "PYTHON": sys.executable,
+    launcher = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"}  # set by in-process trainer tests
+    env = {**{k: v for k, v in os.environ.items() if k not in launcher}, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "PYTHON": sys.executable,
            "DATA": str(synth_dir), "MINUTES": "0.05", "EVERY": "0.02", "OUT_DIR": str(tmp_path / "out"),
            "RUN_DIR": str(tmp_path / "run"), "DATASET_NAME": "retail"}
     overrides = [f"model.recommender={TINY}", "train.max_batch=32", "train.max_tokens=4096", "eval.batch_size=128",
@@ -81,3 +83,43 @@ def test_gpu_quality_script_runs_with_a_tiny_model_on_cpu(synth_dir, tokenizer_d
     rec = json.loads((tmp_path / "out" / "learning-curve-retail-p5sid-gpu.json").read_text())
     assert rec["config"]["train"]["precision"] == "bf16" and rec["config"]["model"]["recommender"]["d_model"] == 32
     assert 0 < rec["mfu"]["mfu"] < 1 and rec["mfu"]["flops_per_token"] > 0 and "HR@10" in rec["test"]
+
+
+@pytest.mark.slow
+def test_idgenrec_curve_then_generator_lr_sweep(synth_dir, synth_dataset, tokenizer, tokenizer_dir, tmp_path, monkeypatch):
+    """IDGenRec's alternate schedule through the learning-curve bench, then bench/generator_lr.py from its export:
+    per generator lr the churn and validation after the generator stage and after a recommender stage, and rec-only."""
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import generator_lr
+    import learning_curve
+    from genrec.modeling import build_t5
+    from idgen.warmstart import WarmstartConfig, warmstart
+
+    generator = build_t5(len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=4)
+    warmstart(generator, tokenizer, [it.text for it in synth_dataset.items.values()], WarmstartConfig(steps=40))
+    generator.save_pretrained(tmp_path / "generator")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(RECIPE)
+    run = tmp_path / "run"
+    assert learning_curve.main(["--method", "idgenrec", "--data", str(synth_dir), "--config", str(recipe),
+                                "--tokenizer", str(tokenizer_dir), "--generator", str(tmp_path / "generator"),
+                                "--minutes", "0.06", "--every", "0.05", "--rounds", "2", "--valid-users", "50",
+                                "--run-dir", str(run), "--out-dir", str(tmp_path / "out"), "--tag", "tiny"]) == 0
+    rec = json.loads((tmp_path / "out" / "learning-curve-retail-idgenrec-tiny.json").read_text())
+    stages = [p["stage"] for p in rec["points"]]
+    assert "generator" in stages and stages[-1] == "recommender"  # every stage ends with a point
+    assert "churn" in rec["stages"][1]
+
+    out = tmp_path / "generator_lr.json"
+    assert generator_lr.main(["--from", str(run / "export"), "--data", str(synth_dir), "--config", str(recipe),
+                              "--lrs", "1e-8", "1e-2", "--gen-minutes", "0.02", "--rec-minutes", "0.02",
+                              "--valid-users", "50", "--run-dir", str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    sweep = json.loads(out.read_text())
+    assert [r["lr"] for r in sweep["rows"]] == [1e-8, 1e-2, None]
+    assert "NDCG@10" in sweep["before"]
+    tiny, large, rec_only = sweep["rows"]
+    assert 0.0 <= tiny["churn"] <= large["churn"] <= 1.0
+    for r in (tiny, large):
+        assert "NDCG@10" in r["valid_after_generator"] and "NDCG@10" in r["valid_after_recommender"]
+    assert "churn" not in rec_only and "NDCG@10" in rec_only["valid_after_recommender"]
