@@ -100,11 +100,11 @@ def worker(args: argparse.Namespace) -> None:
     tok = load_tokenizer(tokenizer_dir(args.vocab))
     cfg = {
         "seed": 0,
-        "model": {"recommender": {}, "generator": {}},
+        "model": {"recommender": {"dropout_rate": args.dropout}, "generator": {"dropout_rate": args.dropout}},
         "prompt": {"max_length": 512},
         "train": {"max_tokens": args.max_tokens, "max_batch": args.max_batch, "chunk_size": 2048,
                   "max_steps_per_epoch": args.steps, "checkpoint_every": 0, "log_every": 10**9,
-                  "precision": args.precision},
+                  "precision": args.precision, "threads": args.threads},
         "optim": {"recommender": {"lr": 1e-3}, "generator": {"lr": 1e-4}},
         "deepspeed": {"config": "zero2"},
         "softid": {"max_text_tokens": 128},
@@ -123,10 +123,12 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def launch(nproc: int, stage: str, precision: str, args: argparse.Namespace, result: Path) -> dict:
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+    threads = args.threads or max(1, (os.cpu_count() or 1) // nproc)
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), __file__, "--worker",
            "--stage", stage, "--precision", precision, "--result", str(result), "--steps", str(args.steps), "--vocab", str(args.vocab),
-           "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch)]
+           "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--dropout", str(args.dropout),
+           "--threads", str(threads)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"worker failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -139,6 +141,10 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--max-tokens", type=int, default=8192)
     p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes); 1 on a "
+                                                "loaded machine, where spinning OpenMP threads wait for each other")
+    p.add_argument("--dropout", type=float, default=0.1, help="T5 dropout rate (dropout masks cost a fifth to a third "
+                                                                   "of a CPU step at this size)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "auto"])
     p.add_argument("--processes", nargs="+", type=int, default=[1, 2], help="recommender runs with this many processes")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train_throughput.json")
@@ -186,7 +192,8 @@ def main() -> None:
     with atomic_write(args.out) as f:
         json.dump({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": platform.processor() or platform.machine(),
                    "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                   "matmul_peak_flops": peak, "model": "genrec.modeling.TINY (d128, 2+2 layers)", "rows": rows}, f, indent=2)
+                   "matmul_peak_flops": peak, "model": "genrec.modeling.TINY (d128, 2+2 layers)",
+                   "dropout": args.dropout, "rows": rows}, f, indent=2)
     print(f"-> {args.out}")
 
 

@@ -5,7 +5,9 @@ decay, gradient accumulation, clipping) so one template serves both engines (rec
 paper's 1e-8). The trainer owns the learning-rate schedule (``pretrain.optim``: it sets the lr before every step), so
 a ``scheduler`` section is dropped. DeepSpeed's ``bf16``/``fp16`` sections are off on every device: weights,
 gradients and optimizer state are float32, and ``train.precision`` runs the forward passes under
-``torch.autocast`` (``genrec.precision``), one mechanism for CPU and GPU. On CPU the optimizer is torch's AdamW
+``torch.autocast`` (``genrec.precision``), one mechanism for CPU and GPU. The engine's forward switches an outer
+autocast off unless the config's ``torch_autocast`` section is on, so ``autocast_dtype`` turns it on, with no
+"lower precision safe modules" (gradients are reduced in float32). On CPU the optimizer is torch's AdamW
 (DeepSpeed's fused/CPU Adam kernels need CUDA or a compiler).
 """
 from __future__ import annotations
@@ -55,8 +57,9 @@ def resolve(
     grad_accum: int = 1,
     clipping: float = 1.0,
     zero_stage: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """A complete DeepSpeed config for one engine."""
+    """A complete DeepSpeed config for one engine; ``autocast_dtype`` (bf16): the forward passes' autocast."""
     cfg = copy.deepcopy(template) if isinstance(template, dict) else load_template(template)
     gpu = torch.cuda.is_available()
     values = {
@@ -69,6 +72,10 @@ def resolve(
     cfg.pop("scheduler", None)
     cfg["bf16"] = {"enabled": False}
     cfg["fp16"] = {"enabled": False}
+    if autocast_dtype is not None and autocast_dtype != torch.float32:
+        cfg["torch_autocast"] = {"enabled": True, "dtype": str(autocast_dtype), "lower_precision_safe_modules": []}
+    else:
+        cfg.pop("torch_autocast", None)
     cfg = _fill(cfg, values)
     cfg.pop("train_batch_size", None)
     if zero_stage is not None:

@@ -159,6 +159,7 @@ class Trainer:
         ds = self.cfg.get("deepspeed", {})
         self.engines = {}
         self.lr_schedules: dict[str, LrSchedule] = {}
+        self.dtype = from_config(self.cfg, dist.device())  # forward passes under autocast; weights stay float32
         for name in (REC, GEN):
             torch.manual_seed(self.seed + (name == GEN))
             model = model_from_config(models.get(name, {}), len(self.tokenizer))
@@ -173,12 +174,12 @@ class Trainer:
                 grad_accum=int(ds.get("gradient_accumulation_steps", 1)),
                 clipping=float(ds.get("gradient_clipping", 1.0)),
                 zero_stage=ds.get("zero_stage"),
+                autocast_dtype=self.dtype,
             )
             engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, weight_decay), config=ds_cfg)
             self.engines[name] = engine
         self.zero_stage = self.engines[REC].zero_optimization_stage()
         self.device = self.engines[REC].device
-        self.dtype = from_config(self.cfg, self.device)  # forward passes under autocast; weights stay float32
         log.info("precision: %s compute, float32 weights and optimizer state", self.dtype)
         if dist.is_main():
             self.out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from genrec.io import DataError
 from genrec.prompts import PromptBuilder
@@ -109,6 +110,9 @@ def test_deepspeed_config_resolution():
     assert cfg["optimizer"]["params"]["lr"] == 3e-4
     assert "scheduler" not in cfg  # the trainer sets the lr (pretrain.optim)
     assert not cfg["bf16"]["enabled"] and not cfg["fp16"]["enabled"]  # float32 weights; precision is autocast
+    assert "torch_autocast" not in cfg
+    bf16 = resolve("zero2", lr=1e-3, autocast_dtype=torch.bfloat16)["torch_autocast"]  # else the engine turns it off
+    assert bf16 == {"enabled": True, "dtype": "torch.bfloat16", "lower_precision_safe_modules": []}
     assert cfg["gradient_accumulation_steps"] == 4 and cfg["gradient_clipping"] == 0.5
     assert cfg["zero_optimization"]["stage"] == 2
     assert "auto" not in repr(cfg)

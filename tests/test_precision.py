@@ -47,7 +47,10 @@ def test_bf16_recommender_losses_agree_with_fp32(synth_dataset, tokenizer, tmp_p
         trainer = Trainer(cfg, LeaveOneOutSource(synth_dataset), tmp_path / prec, tokenizer=tokenizer)
         trainer.setup()
         assert trainer.dtype == precision.DTYPES[prec]
+        seen = set()  # the products really run in the precision (DeepSpeed's forward would switch autocast off)
+        trainer.engines[REC].module.lm_head.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
         trainer.train_epoch(REC, title_table(synth_dataset.items))
+        assert seen == {precision.DTYPES[prec]}
         assert all(p.dtype == torch.float32 for p in trainer.engines[REC].module.parameters())
         losses[prec] = [json.loads(line)["loss"] for line in (tmp_path / prec / "losses.jsonl").read_text().splitlines()]
     assert len(losses["fp32"]) == 6
