@@ -9,9 +9,12 @@ Measures, in one run on this machine:
   with ZeRO-2 (``torchrun``, gloo on CPU),
 * the achieved FLOP/s of the recommender stage as a fraction of that peak (FLOPs per token counted by
   ``torch.utils.flop_counter`` on real batches, forward + backward),
-* generator-stage (soft-ID) samples/s on 1 process.
+* generator-stage (soft-ID) samples/s on 1 process,
 
-    python bench/train_throughput.py [--steps 40] [--out bench/out/train_throughput.json]
+each in every precision of ``--precisions`` (``train.precision``: fp32 and bf16 autocast by default), side by side
+with the bf16 / fp32 speed ratio.
+
+    python bench/train_throughput.py [--steps 40] [--precisions fp32 bf16] [--out bench/out/train_throughput.json]
 
 Prints a table and writes JSON. Numbers depend on the machine and on other load; the JSON records both.
 """
@@ -72,9 +75,10 @@ def flops_per_token(trainer, kind: str, batches: int = 3) -> float:
     engine_model = trainer.engines[kind].module
     model = type(engine_model)(engine_model.config)  # a plain copy: backward outside DeepSpeed's gradient hooks
     model.load_state_dict(engine_model.state_dict())
+    model.to(trainer.device)
     total_flops = total_tokens = 0
     for _ in range(batches):
-        t = collate(next(batches_it))
+        t = {k: v.to(trainer.device) for k, v in collate(next(batches_it)).items()}
         with FlopCounterMode(display=False) as counter:
             model(**t).loss.backward()
         model.zero_grad(set_to_none=True)
@@ -96,10 +100,11 @@ def worker(args: argparse.Namespace) -> None:
     tok = load_tokenizer(tokenizer_dir(args.vocab))
     cfg = {
         "seed": 0,
-        "model": {"recommender": {}, "generator": {}},
+        "model": {"recommender": {"dropout_rate": args.dropout}, "generator": {"dropout_rate": args.dropout}},
         "prompt": {"max_length": 512},
         "train": {"max_tokens": args.max_tokens, "max_batch": args.max_batch, "chunk_size": 2048,
-                  "max_steps_per_epoch": args.steps, "checkpoint_every": 0, "log_every": 10**9},
+                  "max_steps_per_epoch": args.steps, "checkpoint_every": 0, "log_every": 10**9,
+                  "precision": args.precision, "threads": args.threads},
         "optim": {"recommender": {"lr": 1e-3}, "generator": {"lr": 1e-4}},
         "deepspeed": {"config": "zero2"},
         "softid": {"max_text_tokens": 128},
@@ -113,14 +118,17 @@ def worker(args: argparse.Namespace) -> None:
     stats = trainer.train_epoch(args.stage, table, epoch=1)
     if dist.is_main():
         Path(args.result).write_text(json.dumps({**stats, "flops_per_token": fpt, "world": dist.world_size(),
-                                                 "threads": __import__("torch").get_num_threads()}))
+                                                 "threads": __import__("torch").get_num_threads(),
+                                                 "dtype": str(trainer.dtype)}))
 
 
-def launch(nproc: int, stage: str, args: argparse.Namespace, result: Path) -> dict:
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+def launch(nproc: int, stage: str, precision: str, args: argparse.Namespace, result: Path) -> dict:
+    threads = args.threads or max(1, (os.cpu_count() or 1) // nproc)
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), __file__, "--worker",
-           "--stage", stage, "--result", str(result), "--steps", str(args.steps), "--vocab", str(args.vocab),
-           "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch)]
+           "--stage", stage, "--precision", precision, "--result", str(result), "--steps", str(args.steps), "--vocab", str(args.vocab),
+           "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--dropout", str(args.dropout),
+           "--threads", str(threads)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"worker failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -133,9 +141,16 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--max-tokens", type=int, default=8192)
     p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes); 1 on a "
+                                                "loaded machine, where spinning OpenMP threads wait for each other")
+    p.add_argument("--dropout", type=float, default=0.1, help="T5 dropout rate (dropout masks cost a fifth to a third "
+                                                                   "of a CPU step at this size)")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "auto"])
+    p.add_argument("--processes", nargs="+", type=int, default=[1, 2], help="recommender runs with this many processes")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train_throughput.json")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--stage", default="recommender", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -147,31 +162,38 @@ def main() -> None:
     peak = matmul_peak()
     tmp = CACHE / "runs"
     tmp.mkdir(parents=True, exist_ok=True)
+    runs = [(f"recommender, {n} process{'es ZeRO-2' if n > 1 else ''}", n, "recommender") for n in args.processes]
+    runs.append(("generator (soft IDs), 1 process", 1, "generator"))
     rows = []
-    for name, nproc, stage in (("recommender, 1 process", 1, "recommender"), ("recommender, 2 processes ZeRO-2", 2, "recommender"),
-                               ("generator (soft IDs), 1 process", 1, "generator")):
-        r = launch(nproc, stage, args, tmp / f"{stage}-{nproc}.json")
-        fpt = r["flops_per_token"]
-        achieved = fpt * r["tokens_per_s"] if fpt else None
-        rows.append({"run": name, "processes": nproc, "stage": stage, "samples_per_s": r["samples_per_s"],
-                     "tokens_per_s": r["tokens_per_s"], "flops_per_token": fpt or None, "achieved_flops": achieved,
-                     "fraction_of_peak": achieved / peak if achieved else None, "steps": r["steps"], "seconds": r["seconds"]})
-    if rows[1]["flops_per_token"] is None:
-        rows[1]["flops_per_token"] = rows[0]["flops_per_token"]
-        rows[1]["achieved_flops"] = rows[0]["flops_per_token"] * rows[1]["tokens_per_s"]
-        rows[1]["fraction_of_peak"] = rows[1]["achieved_flops"] / peak
-    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores)")
-    print(f"{'run':36} {'samples/s':>10} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8}")
+    fpt_by_stage: dict[str, float] = {}
+    for name, nproc, stage in runs:
+        for prec in args.precisions:
+            r = launch(nproc, stage, prec, args, tmp / f"{stage}-{nproc}-{prec}.json")
+            fpt = r["flops_per_token"] or fpt_by_stage.get(stage)  # counted once per stage (the same FLOPs in bf16)
+            if fpt:
+                fpt_by_stage[stage] = fpt
+            achieved = fpt * r["tokens_per_s"] if fpt else None
+            rows.append({"run": name, "processes": nproc, "stage": stage, "precision": prec, "dtype": r["dtype"],
+                         "samples_per_s": r["samples_per_s"], "tokens_per_s": r["tokens_per_s"],
+                         "flops_per_token": fpt, "achieved_flops": achieved,
+                         "fraction_of_peak": achieved / peak if achieved else None, "steps": r["steps"],
+                         "seconds": r["seconds"], "threads": r["threads"]})
+    for r in rows:  # speed relative to the first precision of the same run
+        base = next(b for b in rows if b["run"] == r["run"])
+        r["ratio"] = r["samples_per_s"] / base["samples_per_s"]
+    print(f"matmul peak (fp32): {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores)")
+    print(f"{'run':36} {'precision':>9} {'samples/s':>10} {'ratio':>6} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8}")
     for r in rows:
         gf = f"{r['achieved_flops'] / 1e9:9.2f}" if r["achieved_flops"] else f"{'-':>9}"
         frac = f"{r['fraction_of_peak']:8.1%}" if r["fraction_of_peak"] else f"{'-':>8}"
-        print(f"{r['run']:36} {r['samples_per_s']:10.1f} {r['tokens_per_s']:10.0f} {gf} {frac}")
+        print(f"{r['run']:36} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac}")
     from genrec.io import atomic_write
 
     with atomic_write(args.out) as f:
         json.dump({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": platform.processor() or platform.machine(),
                    "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                   "matmul_peak_flops": peak, "model": "genrec.modeling.TINY (d128, 2+2 layers)", "rows": rows}, f, indent=2)
+                   "matmul_peak_flops": peak, "model": "genrec.modeling.TINY (d128, 2+2 layers)",
+                   "dropout": args.dropout, "rows": rows}, f, indent=2)
     print(f"-> {args.out}")
 
 

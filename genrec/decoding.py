@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from .precision import autocast
 from .t5step import T5StepDecoder, encode
 from .trie import PrefixTrie
 
@@ -38,18 +39,22 @@ def constrained_beam_search(
     length_penalty: float = 1.0,
     early_stopping: bool | str = False,
     exclude: Sequence[Sequence[int]] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[Ranking]:
     """Top-``k`` distinct items (key, length-penalised log-probability) for every row of ``input_ids``.
 
     ``exclude`` holds, per row, item indices of ``trie`` that must not be returned. Fewer than ``k`` items come back
     only when the trie (minus exclusions) holds fewer. The model runs in eval mode (its mode is restored after).
+    ``dtype``: the forward passes' compute precision (``genrec.precision``); log-probabilities and beam scores are
+    float32 either way.
     """
     if k > num_beams:
         raise ValueError(f"k={k} needs at least as many beams (num_beams={num_beams})")
     was_training = model.training
     model.eval()
     try:
-        return _search(model, input_ids, attention_mask, trie, num_beams, k, length_penalty, early_stopping, exclude)
+        with autocast(dtype, input_ids.device):
+            return _search(model, input_ids, attention_mask, trie, num_beams, k, length_penalty, early_stopping, exclude)
     finally:
         model.train(was_training)
 
@@ -226,6 +231,7 @@ def rank_prompts(
     exclude: Sequence[Sequence[int]] | None = None,
     progress: bool = False,
     workers: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[Ranking]:
     """Rankings for many prompts, in input order; prompts are batched by length (shortest first) to limit padding.
 
@@ -233,7 +239,8 @@ def rank_prompts(
     ``torch.get_num_threads() // workers`` cores (default: 2 workers when there are at least 2 threads, 1 on other
     devices). A search step is a few hundred small operations that gain little from a second core, so two batches
     side by side use two cores better than one batch spread over both (``bench/eval_throughput.py``). Each batch is
-    decoded on its own, so the rankings do not depend on ``workers``.
+    decoded on its own, so the rankings do not depend on ``workers``. ``dtype``: compute precision of the forward
+    passes (each decoding thread enters its own autocast context).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -255,6 +262,7 @@ def rank_prompts(
         ranked = constrained_beam_search(
             model, ids, mask, trie, num_beams=num_beams, k=k, length_penalty=length_penalty,
             early_stopping=early_stopping, exclude=[exclude[i] for i in idx] if exclude is not None else None,
+            dtype=dtype,
         )
         for i, r in zip(idx, ranked):
             results[i] = r

@@ -106,3 +106,12 @@ def any_true(flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device() if torch.cuda.is_available() else "cpu")
     torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def max_value(value: float) -> float:
+    """All-reduce a number with MAX (every rank gets the largest)."""
+    if not torch_dist.is_initialized():
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device() if torch.cuda.is_available() else "cpu")
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return float(t.item())

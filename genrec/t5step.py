@@ -93,10 +93,13 @@ class T5StepDecoder:
         self.spare: list[torch.Tensor] = []  # buffers :meth:`reorder` gathers into, then swaps with the cache
         bias = self.blocks[0].layer[0].SelfAttention.compute_bias(max_steps, max_steps, device=hidden.device)
         self.position_bias = bias[0].to(dtype)  # [H, query position, key position]
-        self.head = model.lm_head.weight.t().contiguous()  # [d, vocab]: T5's head has no bias
+        # under autocast (genrec.precision) the head product runs in the autocast dtype, into a buffer of that dtype
+        device_type = hidden.device.type
+        self.compute = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else dtype
+        self.head = model.lm_head.weight.t().to(self.compute).contiguous()  # [d, vocab]: T5's head has no bias
         vocab = self.head.shape[1]
-        self.chunk = max(1, self.CHUNK_ELEMENTS.get(hidden.device.type, 1 << 24) // vocab)
-        self.chunk_logits = hidden.new_empty(self.chunk, vocab)
+        self.chunk = max(1, self.CHUNK_ELEMENTS.get(device_type, 1 << 24) // vocab)
+        self.chunk_logits = hidden.new_empty(self.chunk, vocab, dtype=self.compute)
         self.chunk_log_probs = torch.empty(self.chunk, vocab, dtype=torch.float32, device=hidden.device)
         self.length = 0  # tokens already in the self-attention cache
 
@@ -161,7 +164,7 @@ class T5StepDecoder:
     @torch.no_grad()
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """``[rows, vocab]`` logits of a :meth:`step` output."""
-        return h @ self.head
+        return h.to(self.compute) @ self.head
 
     @torch.no_grad()
     def log_probs_at(self, h: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -172,7 +175,7 @@ class T5StepDecoder:
         for c, start in enumerate(range(0, len(h), chunk)):
             lo, hi = bounds[c], bounds[c + 1]
             part = h[start: start + chunk]
-            logits = torch.mm(part, self.head, out=self.chunk_logits[: len(part)]).float()
+            logits = torch.mm(part.to(self.compute), self.head, out=self.chunk_logits[: len(part)]).float()
             # log_softmax's fused row kernel into a reused buffer: 4x faster here than amax/sub/exp/sum passes
             log_probs = torch.log_softmax(logits, dim=-1, out=self.chunk_log_probs[: len(part)])
             out[lo:hi] = log_probs[rows[lo:hi] - start, tokens[lo:hi]]

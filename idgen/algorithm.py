@@ -142,19 +142,22 @@ def propose(gen: Generator, items: dict[str, str], keys: list[str], tries: list[
     """
     import torch
 
+    from genrec.precision import autocast, resolve
+
     from .dbs import diverse_beam_search
 
-    gen.encode({k: items[k] for k in keys}, cfg.batch_size)
-    sched = [cfg.schedule(t) for t in tries]
-    seqs = diverse_beam_search(
-        gen.model,
-        gen.batch(keys),
-        torch.tensor([s[0] for s in sched], dtype=torch.float32),
-        torch.tensor([s[1] for s in sched]),
-        torch.tensor([s[2] for s in sched]),
-        cfg.groups,
-        banned=sentinels(gen.tokenizer),
-    )
+    with autocast(resolve(cfg.precision, gen.device), gen.device):
+        gen.encode({k: items[k] for k in keys}, cfg.batch_size)
+        sched = [cfg.schedule(t) for t in tries]
+        seqs = diverse_beam_search(
+            gen.model,
+            gen.batch(keys),
+            torch.tensor([s[0] for s in sched], dtype=torch.float32),
+            torch.tensor([s[1] for s in sched]),
+            torch.tensor([s[2] for s in sched]),
+            cfg.groups,
+            banned=sentinels(gen.tokenizer),
+        )
     flat = gen.tokenizer.batch_decode([s for item in seqs for s in item], skip_special_tokens=True)
     return {k: flat[i * cfg.groups:(i + 1) * cfg.groups] for i, k in enumerate(keys)}
 

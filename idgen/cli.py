@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     g.add_argument("--max-text-tokens", type=int, default=256, help="item text truncation (default %(default)s)")
     g.add_argument("--max-windows", type=int, default=5, help="length windows tried before failing")
     g.add_argument("--version", type=int, default=0, help="training round stored in the table")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="forward-pass precision (genrec.precision; auto: bf16 where the hardware runs it natively)")
     g.add_argument("--previous", default=None, help="an earlier IdTable: report the churn against it")
     g.add_argument("--out", required=True, help="IdTable TSV (+ .report.json)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not an ID table")
@@ -113,7 +115,7 @@ def generate_cmd(args: argparse.Namespace) -> int:
     items = {k: it.text for k, it in read_item_text(Path(args.data) / "item_plain_text.txt").items()}
     previous = IdTable.load(args.previous) if args.previous else None
     cfg = IdGenConfig(batch_size=args.batch_size, max_text_tokens=args.max_text_tokens,
-                      max_windows=args.max_windows, version=args.version)
+                      max_windows=args.max_windows, version=args.version, precision=args.precision)
     table = generate(_load_generator(args.model), tok, items, cfg, workers=args.workers, ray_address=args.ray_address,
                      previous=previous, state_dir=args.state_dir)
     table.save(args.out)

@@ -1,9 +1,14 @@
 """DeepSpeed JSON configs: templates in ``configs/deepspeed/`` with ``"auto"`` values resolved by the trainer.
 
-The templates fix the ZeRO stage and optimizer family; the run config supplies the numbers (learning rate, warmup,
-weight decay, gradient accumulation, clipping) so one template serves both engines (recommender: lr 1e-3;
-generator: the paper's 1e-8). Precision is chosen at run time: bf16 on a GPU that supports it, fp32 on CPU, where
-the optimizer is torch's AdamW (DeepSpeed's fused/CPU Adam kernels need CUDA or a compiler).
+The templates fix the ZeRO stage and optimizer family; the run config supplies the numbers (learning rate, weight
+decay, gradient accumulation, clipping) so one template serves both engines (recommender: lr 1e-3; generator: the
+paper's 1e-8). The trainer owns the learning-rate schedule (``pretrain.optim``: it sets the lr before every step), so
+a ``scheduler`` section is dropped. DeepSpeed's ``bf16``/``fp16`` sections are off on every device: weights,
+gradients and optimizer state are float32, and ``train.precision`` runs the forward passes under
+``torch.autocast`` (``genrec.precision``), one mechanism for CPU and GPU. The engine's forward switches an outer
+autocast off unless the config's ``torch_autocast`` section is on, so ``autocast_dtype`` turns it on, with no
+"lower precision safe modules" (gradients are reduced in float32). On CPU the optimizer is torch's AdamW
+(DeepSpeed's fused/CPU Adam kernels need CUDA or a compiler).
 """
 from __future__ import annotations
 
@@ -47,14 +52,14 @@ def resolve(
     template: str | Path | dict[str, Any],
     *,
     lr: float,
-    warmup_steps: int = 0,
     weight_decay: float = 0.0,
     micro_batch: int = 1,
     grad_accum: int = 1,
     clipping: float = 1.0,
     zero_stage: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """A complete DeepSpeed config for one engine."""
+    """A complete DeepSpeed config for one engine; ``autocast_dtype`` (bf16): the forward passes' autocast."""
     cfg = copy.deepcopy(template) if isinstance(template, dict) else load_template(template)
     gpu = torch.cuda.is_available()
     values = {
@@ -63,17 +68,18 @@ def resolve(
         "gradient_clipping": clipping,
         "optimizer.params.lr": lr,
         "optimizer.params.weight_decay": weight_decay,
-        "scheduler.params.warmup_max_lr": lr,
-        "scheduler.params.warmup_num_steps": max(1, warmup_steps),
-        "bf16.enabled": gpu and torch.cuda.is_bf16_supported(),
-        "fp16.enabled": False,
     }
+    cfg.pop("scheduler", None)
+    cfg["bf16"] = {"enabled": False}
+    cfg["fp16"] = {"enabled": False}
+    if autocast_dtype is not None and autocast_dtype != torch.float32:
+        cfg["torch_autocast"] = {"enabled": True, "dtype": str(autocast_dtype), "lower_precision_safe_modules": []}
+    else:
+        cfg.pop("torch_autocast", None)
     cfg = _fill(cfg, values)
     cfg.pop("train_batch_size", None)
     if zero_stage is not None:
         cfg.setdefault("zero_optimization", {})["stage"] = int(zero_stage)
     if not gpu:
         cfg.setdefault("optimizer", {}).setdefault("params", {})["torch_adam"] = True
-        cfg["bf16"] = {"enabled": False}
-        cfg["fp16"] = {"enabled": False}
     return cfg

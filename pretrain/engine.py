@@ -20,8 +20,16 @@ Schedule: ``train.rounds`` rounds of the stages in ``train.order`` (default ``[g
 ``train.stage_seconds`` (seconds, or ``{recommender: s, generator: s}``) ends a stage's epochs once that much
 training time is spent, so methods can be compared at equal wall-clock budgets (``bench/quality.py``).
 
-After each stage the recommender is validated (``zeroshot.harness.evaluate``, template 0) and the best model on
-``train.select_metric`` (default NDCG@10) is exported to ``RUN/export``; the test split is evaluated once, at the end, on that export.
+Each stage warms up and decays its learning rate over its planned steps or its time cap (``pretrain.optim``:
+``optim.<model>.schedule``, ``warmup_steps``, ``min_lr_ratio``); norms, biases and embeddings get no weight decay.
+``train.precision`` (``genrec.precision``) runs the forward passes of training, validation and ID generation under
+bf16 autocast or in fp32; weights and optimizer state are float32 either way.
+
+After each stage the recommender is validated (``zeroshot.harness.evaluate``, template 0), and also every
+``train.valid_every_seconds`` of training time when set; each validation is a point of the learning curve
+(``summary["points"]``: training seconds, samples, mean loss since the previous point, metrics). The best model on
+``train.select_metric`` (default NDCG@10) is exported to ``RUN/export``; the test split is evaluated once, at the end,
+on that export (and once per ``eval.test_length_penalties`` entry when set; never with ``train.final_test: false``).
 
 Data comes from a ``SampleSource`` (``pretrain/sources.py``)::
 
@@ -55,9 +63,11 @@ import yaml
 from tqdm import tqdm
 
 from genrec import dist
+from genrec.config import merge
 from genrec.dataset import Dataset
 from genrec.io import atomic_write
 from genrec.modeling import load_t5, model_from_config
+from genrec.precision import autocast, from_config, idgen_section
 from genrec.prompts import PromptBuilder
 from idgen import userids
 from idgen.idtable import IdTable
@@ -66,6 +76,7 @@ from idgen.softid import SoftIdConfig, soft_prompt_embeds
 from . import checkpoint
 from .batching import EpochBatches, Renderer, collate, collate_generator
 from .dsconfig import resolve
+from .optim import LrSchedule, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +86,12 @@ RUN_ENTRIES = ["config.yaml", "tb", "idtables", "checkpoints", "losses.jsonl", "
                "warmstart"]
 LM = "lm"  # language pretraining (pretrain.lm): trains the recommender engine on span corruption
 EPOCHS_KEY = {REC: "rec_epochs", GEN: "id_epochs", LM: "lm_epochs"}
+
+
+def new_clock(valid_every: float | None = None) -> dict[str, Any]:
+    """The run's training clock (checkpointed in the trainer state): training seconds (validation and ID generation
+    excluded) and samples so far, the loss sum since the last validation point, and when the next point is due."""
+    return {"seconds": 0.0, "samples": 0, "loss_sum": 0.0, "loss_steps": 0, "next_valid": float(valid_every or 0.0)}
 
 
 class Preempted(Exception):
@@ -150,24 +167,29 @@ class Trainer:
         optim = self.cfg.get("optim", {})
         ds = self.cfg.get("deepspeed", {})
         self.engines = {}
+        self.lr_schedules: dict[str, LrSchedule] = {}
+        self.dtype = from_config(self.cfg, dist.device())  # forward passes under autocast; weights stay float32
         for name in (REC,) if self.lm_only else (REC, GEN):
             torch.manual_seed(self.seed + (name == GEN))
             model = model_from_config(models.get(name, {}), len(self.tokenizer))
             o = {"lr": 1e-3 if name == REC else 1e-8, **optim.get(name, {})}
+            self.lr_schedules[name] = LrSchedule.from_config(o, float(o["lr"]))
+            weight_decay = float(o.get("weight_decay", 0.0))
             ds_cfg = resolve(
                 ds.get("config", "zero2"),
                 lr=float(o["lr"]),
-                warmup_steps=int(o.get("warmup_steps", 0)),
-                weight_decay=float(o.get("weight_decay", 0.0)),
+                weight_decay=weight_decay,
                 micro_batch=int(self.train_cfg.get("max_batch", 64)),
                 grad_accum=int(ds.get("gradient_accumulation_steps", 1)),
                 clipping=float(ds.get("gradient_clipping", 1.0)),
                 zero_stage=ds.get("zero_stage"),
+                autocast_dtype=self.dtype,
             )
-            engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_cfg)
+            engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, weight_decay), config=ds_cfg)
             self.engines[name] = engine
         self.zero_stage = self.engines[REC].zero_optimization_stage()
         self.device = self.engines[REC].device
+        log.info("precision: %s compute, float32 weights and optimizer state", self.dtype)
         if dist.is_main():
             self.out.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.out / "config.yaml") as f:
@@ -254,7 +276,7 @@ class Trainer:
             was = model.training
             model.eval()
             items = {k: it.text for k, it in self.source.items.items()}
-            table = generate_from_section(model, self.tokenizer, items, self.cfg.get("idgen"), version=version,
+            table = generate_from_section(model, self.tokenizer, items, idgen_section(self.cfg), version=version,
                                           previous=previous)
             model.train(was)
         return dist.broadcast_object(table)
@@ -286,7 +308,8 @@ class Trainer:
         engine = self.engines[REC]
         engine.train()
         b = {k: v.to(self.device) for k, v in batch.items()}
-        loss = engine(**b).loss
+        with autocast(self.dtype, self.device):
+            loss = engine(**b).loss  # float32: autocast computes the cross-entropy in float32
         engine.backward(loss)
         engine.step()
         return loss.detach()
@@ -295,11 +318,12 @@ class Trainer:
         rec, gen = self.engines[REC].module, self.engines[GEN]
         gen.train()
         b = {k: v.to(self.device) for k, v in batch.items()}
-        embeds = soft_prompt_embeds(
-            gen.module, self._embedding_table(), b["input_ids"], b["text_ids"], b["text_mask"], b["id_ids"], b["id_mask"],
-            b["spans"], self.softid,
-        )
-        loss = rec(inputs_embeds=embeds, attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        with autocast(self.dtype, self.device):
+            embeds = soft_prompt_embeds(
+                gen.module, self._embedding_table(), b["input_ids"], b["text_ids"], b["text_mask"], b["id_ids"],
+                b["id_mask"], b["spans"], self.softid,
+            )
+            loss = rec(inputs_embeds=embeds, attention_mask=b["attention_mask"], labels=b["labels"]).loss
         gen.backward(loss)
         gen.step()
         return loss.detach()
@@ -307,6 +331,7 @@ class Trainer:
     # ---------------------------------------------------------------- loops
 
     def _checkpoint(self, position: dict[str, Any]) -> None:
+        self._sync_clock()
         self.state.update(position=position, global_step=self.global_step)
         checkpoint.save(self.out, self.engines, self.state, self.idtable)
 
@@ -326,12 +351,7 @@ class Trainer:
         if rec_frozen:
             self.engines[REC].module.eval()
             id_tokens, text_tokens = renderer.id_tokens, self._text_tokens()
-        batches = EpochBatches(
-            self.source, renderer, epoch=stage_index * 10_000 + epoch, rank=self.rank, world=self.world, seed=self.seed,
-            chunk_size=int(t.get("chunk_size", 4096)), max_tokens=int(t.get("max_tokens", 8192)),
-            max_batch=int(t.get("max_batch", 64)), resume=(resume_pos or {}).get("batches_pos"),
-            transform=self._lm_transform(stage_index * 10_000 + epoch) if kind == LM else None,
-        )
+        batches = self._batches(stage_index, epoch, kind, renderer, (resume_pos or {}).get("batches_pos"))
         steps = int((resume_pos or {}).get("steps", 0))
         max_steps = t.get("max_steps_per_epoch")
         gas = engine.gradient_accumulation_steps()
@@ -340,6 +360,7 @@ class Trainer:
         bar = tqdm(desc=f"{kind} epoch {epoch}", unit="batch", disable=not dist.is_main(),
                    total=self._epoch_steps(batches, max_steps), initial=steps)
         samples = tokens = 0
+        stage_base, clock_base = self.stage["seconds"], self.state["clock"]["seconds"]
         start = time.perf_counter()
         it = iter(batches)
         while True:
@@ -348,11 +369,16 @@ class Trainer:
             if dist.any_true(batch is None):
                 break
             tensors = collate_generator(batch, id_tokens, text_tokens) if rec_frozen else collate(batch)
+            self.stage["seconds"] = stage_base + time.perf_counter() - start
+            self._set_lr(kind)
             loss = float(self._gen_step(tensors) if rec_frozen else self._rec_step(tensors))
             steps += 1
+            self.stage["steps"] += 1
             self.global_step += 1
             samples += len(batch)
             tokens += int(tensors["attention_mask"].sum()) + int((tensors["labels"] != -100).sum())
+            self.state["clock"]["seconds"] = clock_base + time.perf_counter() - start
+            self._since_sync = [self._since_sync[0] + len(batch), self._since_sync[1] + loss, self._since_sync[2] + 1]
             self._log_loss(kind, loss)
             bar.update(1)
             if self.global_step % log_every == 0:
@@ -365,9 +391,16 @@ class Trainer:
             if steps % gas:
                 continue
             stop = dist.any_true(self._stop_flag)
+            point = self._point_due()
             due = every and self.global_step % (every * gas) == 0
-            if stop or due:
-                pos = {"stage_index": stage_index, "epoch": epoch, "batches_pos": batches.position, "steps": steps}
+            if point:  # validation time is not training time: the clocks skip it
+                paused = time.perf_counter()
+                self._validate_point(kind)
+                start += time.perf_counter() - paused
+            if stop or due or point:
+                self.stage["seconds"] = stage_base + time.perf_counter() - start
+                pos = {"stage_index": stage_index, "epoch": epoch, "batches_pos": batches.position, "steps": steps,
+                       "stage_steps": self.stage["steps"], "stage_seconds": self.stage["seconds"]}
                 self._checkpoint(pos)
             if stop:
                 bar.close()
@@ -375,6 +408,7 @@ class Trainer:
         bar.close()
         self.engines[REC].module.requires_grad_(True)
         dt = time.perf_counter() - start
+        self.stage["seconds"] = stage_base + dt
         samples, tokens = (sum(c) for c in zip(*dist.all_gather_object((samples, tokens))))
         return {"samples_per_s": samples / dt, "tokens_per_s": tokens / dt, "steps": steps, "seconds": dt, "samples": samples}
 
@@ -388,14 +422,97 @@ class Trainer:
             return int(max_steps) if known is None else min(known, int(max_steps))
         return known
 
+    def _batches(self, stage_index: int, epoch: int, kind: str, renderer: Renderer | None,
+                 resume: dict | None = None) -> EpochBatches:
+        t = self.train_cfg
+        return EpochBatches(
+            self.source, renderer, epoch=stage_index * 10_000 + epoch, rank=self.rank, world=self.world, seed=self.seed,
+            chunk_size=int(t.get("chunk_size", 4096)), max_tokens=int(t.get("max_tokens", 8192)),
+            max_batch=int(t.get("max_batch", 64)), resume=resume,
+            transform=self._lm_transform(stage_index * 10_000 + epoch) if kind == LM else None,
+        )
+
+    # ---------------------------------------------------------------- schedule
+
+    def _begin_stage(self, stage_index: int, rnd: int, kind: str, epochs: int, cap: float | None,
+                     resume_pos: dict | None) -> None:
+        """The stage's clock (restored mid-stage on resume) and its planned optimizer steps (``pretrain.optim``)."""
+        pos = resume_pos or {}
+        self.stage = {"round": rnd, "kind": kind, "steps": int(pos.get("stage_steps", 0)),
+                      "seconds": float(pos.get("stage_seconds", 0.0)), "cap": cap, "planned": None}
+        name = REC if kind == LM else kind
+        if self.lr_schedules[name].schedule == "constant":
+            return
+        # batches per epoch (the stage's first epoch; ranks stop with the first to run out) x epochs, in optimizer
+        # steps; unknown for a streaming source, whose schedule then follows the stage's time cap alone
+        renderer = None if kind == LM else self._renderer()
+        per_epoch = self._epoch_steps(self._batches(stage_index, 0, kind, renderer), self.train_cfg.get("max_steps_per_epoch"))
+        if per_epoch is not None:
+            self.stage["planned"] = per_epoch * epochs // self.engines[name].gradient_accumulation_steps()
+
+    def _set_lr(self, kind: str) -> None:
+        """The stage's learning rate for the coming optimizer step, on every parameter group."""
+        name = REC if kind == LM else kind
+        engine, s = self.engines[name], self.stage
+        seconds = s["seconds"]
+        if s["cap"] is not None and self.world > 1:  # one time fraction for all ranks, so they step alike
+            seconds = dist.max_value(seconds)
+        lr = self.lr_schedules[name].lr_at(s["steps"] // engine.gradient_accumulation_steps(), s["planned"], seconds,
+                                           s["cap"])
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr
+
+    # ---------------------------------------------------------------- validation points
+
+    def _sync_clock(self) -> None:
+        """Fold every rank's samples and losses since the last sync into the run's clock (collective)."""
+        clock = self.state["clock"]
+        parts = dist.all_gather_object(self._since_sync)
+        clock["samples"] += int(sum(p[0] for p in parts))
+        clock["loss_sum"] += float(sum(p[1] for p in parts))
+        clock["loss_steps"] += int(sum(p[2] for p in parts))
+        self._since_sync = [0, 0.0, 0]
+
+    def _point_due(self) -> bool:
+        """Whether ``train.valid_every_seconds`` of training time have passed since the last validation point."""
+        every = self.train_cfg.get("valid_every_seconds")
+        if not every or self.eval_dataset is None:
+            return False
+        return dist.any_true(self.state["clock"]["seconds"] >= self.state["clock"]["next_valid"])
+
+    def _record_point(self, kind: str, metrics: dict[str, float]) -> None:
+        """One point of the learning curve: training time, samples and mean loss so far, validation metrics."""
+        self._sync_clock()
+        clock = self.state["clock"]
+        self.state.setdefault("points", []).append({
+            "round": self.stage["round"], "stage": kind, "step": self.global_step, "seconds": clock["seconds"],
+            "samples": clock["samples"], "loss": clock["loss_sum"] / max(1, clock["loss_steps"]), "valid": metrics,
+        })
+        clock["loss_sum"], clock["loss_steps"] = 0.0, 0
+        every = self.train_cfg.get("valid_every_seconds")
+        if every:
+            while clock["next_valid"] <= clock["seconds"]:
+                clock["next_valid"] += float(every)
+
+    def _validate_point(self, kind: str) -> None:
+        """Validation in the middle of a stage (``train.valid_every_seconds``); the best model is exported."""
+        metrics = self._evaluate("valid")
+        for k, v in metrics.items():
+            self._scalar(f"valid/{k}", v)
+        self._record_point(kind, metrics)
+        self._select(self.stage["round"], kind, metrics)
+
     def train_epoch(self, kind: str, idtable: IdTable, epoch: int = 0) -> dict[str, float]:
         """One epoch of one stage outside the schedule, with a given IdTable (benchmarks); call :meth:`setup` first."""
-        self.idtable, self.state, self.global_step = idtable, {}, 0
+        self.idtable, self.state, self.global_step = idtable, {"clock": new_clock()}, 0
+        self._since_sync = [0, 0.0, 0]
+        self.stage = {"round": 0, "kind": kind, "steps": 0, "seconds": 0.0, "cap": None, "planned": None}
         return self._run_epoch(0, kind, epoch, None)
 
     # ---------------------------------------------------------------- evaluation
 
-    def _evaluate(self, split: str, model=None, idtable: IdTable | None = None, generator=None) -> dict[str, float]:
+    def _evaluate(self, split: str, model=None, idtable: IdTable | None = None, generator=None,
+                  cfg: dict[str, Any] | None = None) -> dict[str, float]:
         from zeroshot.harness import evaluate
 
         if self.eval_dataset is None:
@@ -405,7 +522,7 @@ class Trainer:
             generator = self._plain(GEN)
         was = model.training
         model.eval()
-        result = evaluate(model, self.tokenizer, idtable or self.idtable, self.eval_dataset, split, self.cfg,
+        result = evaluate(model, self.tokenizer, idtable or self.idtable, self.eval_dataset, split, cfg or self.cfg,
                           progress=False, generator=generator)
         model.train(was)
         return {k: v if k == "users" else float(v) for k, v in result.items() if isinstance(v, (int, float))}
@@ -429,6 +546,13 @@ class Trainer:
         for k, v in metrics.items():
             self._scalar(f"valid/{k}", v)
         entry["valid"] = metrics
+        if metrics:
+            self._record_point(kind, metrics)
+        self._select(rnd, kind, metrics)
+        self.state.setdefault("stages", []).append(entry)
+
+    def _select(self, rnd: int, kind: str, metrics: dict[str, float]) -> None:
+        """Export the model if it is the best so far on ``train.select_metric`` (the latest without validation)."""
         key = self.train_cfg.get("select_metric", "NDCG@10")
         best = self.state.get("best")
         if not metrics:  # no validation data: the export is the latest model
@@ -436,9 +560,9 @@ class Trainer:
         elif key not in metrics:
             raise KeyError(f"train.select_metric {key!r} is not among the validation metrics {sorted(metrics)}")
         elif best is None or metrics[key] > best["score"]:
-            self.state["best"] = {"score": metrics[key], "round": rnd, "stage": kind, "metric": key}
+            self.state["best"] = {"score": metrics[key], "round": rnd, "stage": kind, "metric": key,
+                                  "step": self.global_step, "valid": metrics}
             self._export()
-        self.state.setdefault("stages", []).append(entry)
 
     def _after_lm_stage(self, entry: dict[str, Any]) -> None:
         """Held-out span-corruption loss, then the LM folder ``RUN/model`` (the latest model)."""
@@ -486,20 +610,27 @@ class Trainer:
         else:
             if self.resume and dist.is_main():
                 log.info("resume: no checkpoint in %s, starting fresh", self.out / "checkpoints")
-            self.state, self.global_step = {}, 0
+            self.state, self.global_step = {"clock": new_clock(self.train_cfg.get("valid_every_seconds"))}, 0
             self.idtable = None if self.lm_only else self._initial_ids()
             self._save_idtable("round-0")
             if self.train_cfg.get("initial_eval", False):
                 self.state["initial_valid"] = self._evaluate("valid")
             position = {"stage_index": 0, "epoch": 0}
+        self.state.setdefault("clock", new_clock(self.train_cfg.get("valid_every_seconds")))
+        self._since_sync = [0, 0.0, 0]  # this rank's samples, loss sum and steps since the clock's last sync
         try:
             for stage_index in range(int(position.get("stage_index", 0)), len(plan)):
                 rnd, kind = plan[stage_index]
                 epochs = int(self.train_cfg.get(EPOCHS_KEY[kind], 1))
-                first_epoch = int(position.get("epoch", 0)) if position.get("stage_index") == stage_index else 0
-                totals = {"samples_per_s": 0.0, "tokens_per_s": 0.0, "steps": 0, "seconds": 0.0, "samples": 0}
+                resuming = position.get("stage_index") == stage_index
+                first_epoch = int(position.get("epoch", 0)) if resuming else 0
                 cap = self.train_cfg.get("stage_seconds")  # training seconds per stage: a number, or per stage kind
                 cap = cap.get(kind) if isinstance(cap, dict) else cap
+                self._begin_stage(stage_index, rnd, kind, epochs, None if cap is None else float(cap),
+                                  position if resuming else None)
+                # a stage resumed mid-way has already spent some of its time cap
+                totals = {"samples_per_s": 0.0, "tokens_per_s": 0.0, "steps": 0, "seconds": self.stage["seconds"],
+                          "samples": 0}
                 for epoch in range(first_epoch, epochs):
                     if cap is not None and totals["seconds"] >= float(cap):
                         break
@@ -532,16 +663,28 @@ class Trainer:
     def _finish(self, seconds: float) -> dict[str, Any]:
         summary: dict[str, Any] = {
             "stages": self.state.get("stages", []),
+            "points": self.state.get("points", []),
+            "train_seconds": self.state["clock"]["seconds"],
+            "train_samples": self.state["clock"]["samples"],
             "best": self.state.get("best"),
             "initial_valid": self.state.get("initial_valid"),
             "world_size": self.world,
             "global_steps": self.global_step,
         }
         export_dir = self.out / "export"
-        if self.eval_dataset is not None and export_dir.exists():
+        if self.eval_dataset is not None and export_dir.exists() and self.train_cfg.get("final_test", True):
             best = load_t5(export_dir / "recommender").to(self.device)
             generator = load_t5(export_dir / "generator").to(self.device) if userids.enabled(self.cfg) else None
-            summary["test"] = self._evaluate("test", best, IdTable.load(export_dir / "idtable.tsv"), generator)
+            table = IdTable.load(export_dir / "idtable.tsv")
+            settings = self.cfg.get("eval") or {}
+            by_penalty = {}
+            for p in settings.get("test_length_penalties") or []:  # the same export ranked once per length penalty
+                cfg = merge(self.cfg, {"eval": {"length_penalty": float(p)}})
+                by_penalty[float(p)] = self._evaluate("test", best, table, generator, cfg=cfg)
+            if by_penalty:
+                summary["test_by_length_penalty"] = {str(p): m for p, m in by_penalty.items()}
+            penalty = float(settings.get("length_penalty", 1.0))
+            summary["test"] = by_penalty.get(penalty) or self._evaluate("test", best, table, generator)
             for k, v in summary["test"].items():
                 self._scalar(f"test/{k}", v)
         summary["wall_seconds"] = seconds

@@ -43,7 +43,12 @@ class TrainSettings:
     stage_seconds: float | dict[str, float] | None = None  # training seconds per stage, or {recommender: s,
     # generator: s}: a stage ends its epochs once spent (equal-budget comparisons, bench/quality.py)
     budget_minutes: float | None = None  # wall-clock budget of the whole run (null: none)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that supports it, else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # forward passes of training, evaluation and ID generation
+    # (bf16 autocast; weights, optimizer state, losses and beam scores stay float32); auto: bf16 where the hardware
+    # runs it fast (CPU avx512_bf16/AMX, GPUs with bf16), else fp32
+    valid_every_seconds: float | None = None  # also validate (a learning-curve point; best model exported) every
+    # this many training seconds
+    final_test: bool = True  # score the selected export on the test split at the end
 
 
 @dataclass
@@ -53,7 +58,8 @@ class OptimGroup:
     lr: float = 1e-3  # peak learning rate
     warmup_steps: int = 0  # linear warmup steps
     weight_decay: float = 0.0  # AdamW weight decay
-    schedule: Literal["constant", "linear", "cosine"] = "constant"  # learning rate after warmup
+    schedule: Literal["constant", "linear", "cosine"] = "linear"  # learning rate after warmup, over each stage's
+    # planned steps (or its time cap)
     min_lr_ratio: float = 0.0  # linear / cosine decay ends at lr * min_lr_ratio
 
 

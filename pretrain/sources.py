@@ -61,7 +61,12 @@ class LeaveOneOutSource:
         ``transform(sample)`` instead of the sample when given."""
         mine = self.share(epoch, rank, world, seed)
         start, self._start = self._start, 0
+        # set eagerly: a caller may ask state() before taking the first sample (that is the start position, not where
+        # the previous epoch() iterator stopped)
         self._position = start
+        return self._iterate(mine, start, transform)
+
+    def _iterate(self, mine: list[Sample], start: int, transform: Callable[[Sample], Any] | None) -> Iterator[Any]:
         for sample in mine[start:]:
             self._position += 1
             yield sample if transform is None else transform(sample)

@@ -134,9 +134,12 @@ def test_training_beats_untrained_on_validation(tmp_path, tokenizer_dir):
     data = tmp_path / "data"
     synthesize(300, 100, 0).save(data)
     model = {"d_model": 64, "d_ff": 128, "d_kv": 16, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2}
+    # 6 short epochs leave this model under-trained, where a decaying lr and bf16 learn less (measured HR@10 after:
+    # constant fp32 0.153, linear fp32 0.120, constant bf16 0.113, from 0.093): the test pins constant fp32
     cfg = write_config(tmp_path, tokenizer_dir, model={"recommender": model, "generator": TINY}, ids={"scheme": "title"},
-                       train={"rounds": 1, "rec_epochs": 6, "initial_eval": True, "max_tokens": 4000, "max_batch": 32},
-                       optim={"recommender": {"lr": 3e-3, "warmup_steps": 10}})
+                       train={"rounds": 1, "rec_epochs": 6, "initial_eval": True, "max_tokens": 4000, "max_batch": 32,
+                              "precision": "fp32"},
+                       optim={"recommender": {"lr": 3e-3, "warmup_steps": 10, "schedule": "constant"}})
     run = tmp_path / "run"
     finish(torchrun(1, ["tests/engine_worker.py", str(cfg), str(data), str(run)]))
     summary = json.loads((run / "summary.json").read_text())

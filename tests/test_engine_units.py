@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from genrec.io import DataError
 from genrec.prompts import PromptBuilder
@@ -108,8 +109,13 @@ def test_epoch_batches_resume_mid_epoch(synth_dataset, renderer):
 
 
 def test_deepspeed_config_resolution():
-    cfg = resolve("zero2", lr=3e-4, warmup_steps=10, weight_decay=0.1, micro_batch=8, grad_accum=4, clipping=0.5)
-    assert cfg["optimizer"]["params"]["lr"] == 3e-4 and cfg["scheduler"]["params"]["warmup_max_lr"] == 3e-4
+    cfg = resolve("zero2", lr=3e-4, weight_decay=0.1, micro_batch=8, grad_accum=4, clipping=0.5)
+    assert cfg["optimizer"]["params"]["lr"] == 3e-4
+    assert "scheduler" not in cfg  # the trainer sets the lr (pretrain.optim)
+    assert not cfg["bf16"]["enabled"] and not cfg["fp16"]["enabled"]  # float32 weights; precision is autocast
+    assert "torch_autocast" not in cfg
+    bf16 = resolve("zero2", lr=1e-3, autocast_dtype=torch.bfloat16)["torch_autocast"]  # else the engine turns it off
+    assert bf16 == {"enabled": True, "dtype": "torch.bfloat16", "lower_precision_safe_modules": []}
     assert cfg["gradient_accumulation_steps"] == 4 and cfg["gradient_clipping"] == 0.5
     assert cfg["zero_optimization"]["stage"] == 2
     assert "auto" not in repr(cfg)
@@ -128,3 +134,12 @@ def test_user_ids_need_the_training_samples_in_memory(tokenizer):
 
     with pytest.raises(ValueError, match="training samples in memory"):
         Trainer({"prompt": {"user_ids": True}}, Streaming(), "unused", tokenizer=tokenizer)
+
+
+def test_source_state_before_the_first_sample_is_the_epoch_start(synth_dataset):
+    """EpochBatches records the source's state at a chunk start before taking a sample: after a full pass (the
+    trainer counts a stage's batches first) it must not report where that pass stopped."""
+    src = LeaveOneOutSource(synth_dataset)
+    list(src.epoch(0, 0, 1, seed=0))
+    src.epoch(1, 0, 1, seed=0)
+    assert src.state() == {"position": 0}

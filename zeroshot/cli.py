@@ -97,6 +97,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     from genrec.decoding import constrained_beam_search, pad_batch
     from genrec.prompts import PromptBuilder
     from genrec.dist import device
+    from genrec.precision import from_config, idgen_section
     from genrec.trie import PrefixTrie
     from idgen import userids
     from zeroshot.harness import dataset_ids, eval_settings, generate_item_ids, load_checkpoint
@@ -138,7 +139,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     user = None
     if with_users:  # the user's ID from this prompt's history, as the harness names every prompt's user
         profile = userids.history_text([ds.items[h].text for h in args.history] + list(free.values()))
-        named_user = userids.profile_ids(ckpt.generator, tok, {"user": profile}, cfg.get("idgen"), progress=False)
+        named_user = userids.profile_ids(ckpt.generator, tok, {"user": profile}, idgen_section(cfg), progress=False)
         user_id = named_user.ids.get("user")
         print(f"user ID: {user_id!r}")
         user = tok(user_id, add_special_tokens=False)["input_ids"] if user_id else None
@@ -152,7 +153,8 @@ def run_recommend(args: argparse.Namespace) -> int:
         exclude = [[index[h] for h in args.history]]
     ranking = constrained_beam_search(model, ids, mask, trie, num_beams=settings["num_beams"], k=args.k,
                                       length_penalty=settings["length_penalty"],
-                                      early_stopping=settings["early_stopping"], exclude=exclude)[0]
+                                      early_stopping=settings["early_stopping"], exclude=exclude,
+                                      dtype=from_config(cfg, device()))[0]
     for key in free:
         print(f"history text {key}: ID {named[key]!r}")
     print(f"{'rank':>4}  {'score':>8}  {'item':<14}  {'ID':<40}  text")

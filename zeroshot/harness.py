@@ -5,7 +5,8 @@ Algorithm 1 as in training) and by ``idgenrec recommend``. Test users are sorted
 ranks round-robin, so every rank decodes similar lengths; each rank returns ``(sample index, ranking)`` pairs and
 the gathered pairs cover every user exactly once (no sampler padding), which :func:`evaluate` checks.
 
-Settings live in the ``eval`` section of the config (defaults in :data:`EVAL_DEFAULTS`) and ``idgen`` (Algorithm 1).
+Settings live in the ``eval`` section of the config (defaults in :data:`EVAL_DEFAULTS`) and ``idgen`` (Algorithm 1);
+the forward passes run in ``train.precision`` (``genrec.precision``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import yaml
 from genrec import dist, schema
 from genrec.dataset import Dataset
 from genrec.io import DataError, atomic_write
+from genrec.precision import from_config, idgen_section
 from genrec.splits import leave_one_out
 from idgen import userids
 from idgen.idtable import IdTable
@@ -44,6 +46,8 @@ class EvalSettings:
     valid_users: int = 0  # the valid split on a fixed random sample of this many users (0: all), to keep model
     # selection cheap on big datasets; the test split is always evaluated in full
     test_users: int | None = None  # the test split on a fixed random sample of this many users (null: all)
+    test_length_penalties: list[float] | None = None  # the trainer scores its selected export on test once per length
+    # penalty listed here (as well as once with length_penalty), e.g. [0.0, 1.0]; null: only length_penalty
     ids: Literal["auto", "generate", "idtable"] = "auto"  # auto: the checkpoint's idtable when it names every item
     # of the dataset, else the generator names them all; generate: always the generator (zero-shot); idtable: always
     # the table
@@ -115,7 +119,7 @@ def generate_item_ids(ckpt: Checkpoint, items: Mapping[str, str], cfg: Mapping[s
 
     if ckpt.generator is None:
         raise DataError(ckpt.path, None, "checkpoint has no generator: cannot name items it was not trained on")
-    section = (cfg if cfg is not None else ckpt.config).get("idgen")
+    section = idgen_section(cfg if cfg is not None else ckpt.config)
     table = idgen.generate_from_section(ckpt.generator, ckpt.tokenizer, dict(items), section) if dist.is_main() else None
     return dist.broadcast_object(table)
 
@@ -206,7 +210,7 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
         model, [prompts[i] for i in mine], trie, batch_size=settings["batch_size"], num_beams=settings["num_beams"],
         k=max(settings["ks"]), length_penalty=settings["length_penalty"], early_stopping=settings["early_stopping"],
         exclude=exclude, progress=progress and dist.is_main(),
-        workers=settings["workers"] if dist.device().type == "cpu" else 1,
+        workers=settings["workers"] if dist.device().type == "cpu" else 1, dtype=from_config(cfg, dist.device()),
     )
     gathered = [pair for part in dist.all_gather_object(list(zip(mine, ranked))) for pair in part]
     by_index = dict(gathered)
