@@ -37,7 +37,7 @@ def register(subparsers) -> None:
                    help="Ray runs: keep the registry log here; rerunning with the same folder resumes (default: temporary)")
     g.add_argument("--batch-size", type=int, default=64, help="items per forward pass")
     g.add_argument("--max-text-tokens", type=int, default=256)
-    g.add_argument("--max-windows", type=int, default=5, help="length windows tried before failing")
+    g.add_argument("--max-windows", type=int, default=5, help="length windows tried before the last resort (idgen.algorithm) names the rest")
     g.add_argument("--version", type=int, default=0, help="training round stored in the table")
     g.add_argument("--previous", default=None, help="an earlier IdTable: report the churn against it")
     g.add_argument("--out", required=True, help="IdTable TSV (+ .report.json)")
@@ -111,5 +111,5 @@ def generate_cmd(args: argparse.Namespace) -> int:
     table.save(args.out)
     rep = table.report
     print(f"{rep['items']} IDs -> {args.out}: {rep['second_try_pct']:.2f}% needed a second try, "
-          f"{rep['longer_window_pct']:.2f}% a longer window" + (f", churn {rep['churn']:.2%}" if "churn" in rep else ""))
+          f"{rep['longer_window_pct']:.2f}% a longer window, items by level {rep['items_by_level']}" + (f", churn {rep['churn']:.2%}" if "churn" in rep else ""))
     return 0

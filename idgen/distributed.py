@@ -23,6 +23,8 @@ from typing import Any
 import ray
 from tqdm.auto import tqdm
 
+from genrec import stop
+
 from .algorithm import ClaimBook, chunks, propose
 from .config import IdGenConfig
 from .idtable import IdTable
@@ -35,8 +37,8 @@ RETRY = {"max_restarts": -1, "max_task_retries": -1}  # actors come back, calls 
 class Registry:
     """The set of taken IDs and every item's state; decides claims. State is rebuilt from its log on restart."""
 
-    def __init__(self, keys: list[str], cfg: dict[str, Any], log_path: str):
-        self.book = ClaimBook(keys, IdGenConfig.from_dict(cfg))
+    def __init__(self, texts: dict[str, str], cfg: dict[str, Any], log_path: str):
+        self.book = ClaimBook(texts, IdGenConfig.from_dict(cfg), texts)
         self.log_path = Path(log_path)
         if self.log_path.exists():
             with open(self.log_path, encoding="utf-8") as f:
@@ -170,7 +172,7 @@ class RayIdGenerator:
         owner = {k: i % self.workers for i, batch in enumerate(chunks(keys, cfg.batch_size)) for k in batch}
         settings = cfg.to_dict()
         registry = Registry.options(name=f"idgen-registry-{uuid.uuid4().hex[:8]}", **RETRY).remote(
-            keys, settings, str(state / LOG_FILE))
+            {k: items[k] for k in keys}, settings, str(state / LOG_FILE))
         ray.get([a.forget.remote(None) for a in self.actors])
         bar = tqdm(total=0, desc=f"ID generation ({self.workers} Ray workers)", unit="proposal", disable=not progress)
         try:
@@ -186,9 +188,10 @@ class RayIdGenerator:
                 bar.refresh()
                 waiting = list(calls)
                 while waiting:
-                    done, waiting = ray.wait(waiting, num_returns=1)
+                    stop.check()
+                    done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
                     ray.get(done)
-                    bar.update(calls[done[0]])
+                    bar.update(sum(calls[d] for d in done))
                 resolved = ray.get(registry.resolve.remote(round_))
                 for w, actor in enumerate(self.actors):
                     actor.forget.remote([k for k in pending if k not in resolved and owner[k] == w])
@@ -196,6 +199,10 @@ class RayIdGenerator:
                 round_ += 1
                 bar.set_postfix(round=round_, pending=len(pending))
             return ray.get(registry.table.remote(previous))
+        except stop.Stop as e:
+            if not own_dir:
+                e.saved.append(f"ID generation claims (registry log) in {state / LOG_FILE}")
+            raise
         finally:
             bar.close()
             ray.kill(registry)

@@ -48,7 +48,7 @@ def test_ray_workers_match_one_process(tokenizer, items, single, workers):
 def test_registry_claims_are_idempotent_and_survive_restart(tmp_path):
     cfg = IdGenConfig().to_dict()
     log = tmp_path / LOG_FILE
-    reg = Registry.options(max_restarts=-1, max_task_retries=-1).remote(["a", "b", "c"], cfg, str(log))
+    reg = Registry.options(max_restarts=-1, max_task_retries=-1).remote({"a": "", "b": "", "c": ""}, cfg, str(log))
     assert ray.get(reg.claim.remote("a", ["Red"])) == "red"
     assert ray.get(reg.claim.remote("a", ["blue"])) == "red"
     assert ray.get(reg.propose.remote(0, {"b": ["red", "blue"], "c": ["blue"]})) == 2
@@ -86,3 +86,13 @@ def test_registry_killed_mid_run_loses_and_duplicates_nothing(tokenizer, items, 
     assert result["table"].ids == single.ids
     ops = [json.loads(line)["op"] for line in log.read_text().splitlines()]
     assert ops.count("resolve") == result["table"].report["rounds"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_last_resort_is_the_same_on_ray_workers(tokenizer, items, workers):
+    cfg = IdGenConfig(groups=2, lambda_max=1, max_windows=1, batch_size=6, max_text_tokens=48)
+    one = generate_ids(tiny_generator(tokenizer), tokenizer, items, cfg, progress=False)
+    levels = one.report["items_by_level"]
+    assert levels["last_resort_text"] + levels["last_resort_counter"] > 0
+    table = generate_ids_ray(tiny_generator(tokenizer), tokenizer, items, cfg, workers=workers, progress=False)
+    assert table.ids == one.ids and table.report == one.report
