@@ -72,7 +72,7 @@ def pretrain_overrides(args: argparse.Namespace) -> list[str]:
         f"tokenizer.vocab_size={args.vocab}",
         f"model.recommender={size}",
         f"model.generator={size}",
-        f"pretrain.warmstart={{steps: {args.warmstart_steps}, batch_size: 64, lr: 2.0e-3, max_text_tokens: 64}}",
+        f"warmstart={{steps: {args.warmstart_steps}, batch_size: 64, lr: 2.0e-3, max_text_tokens: 64}}",
         "pretrain.valid_users=-1",  # no model selection on the corpus: the export is the last model (paper: 1 epoch)
         "optim.recommender.warmup_steps=50",
         "optim.generator.lr=1.0e-4",

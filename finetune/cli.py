@@ -3,7 +3,8 @@
     idgenrec finetune --config configs/standard.yaml --data DIR --out RUN [--resume] [key=value ...]
 
 From scratch (a tokenizer is trained on the dataset's item text + template words into ``RUN/tokenizer``, tiny or
-paper-sized T5s per ``model``) or from a pretrained checkpoint: ``init=CKPT`` (an export folder) takes the
+paper-sized T5s per ``model``; without a generator, one tag-warm-started on the item text into ``RUN/warmstart``, per
+the recipe's ``warmstart`` section) or from a pretrained checkpoint: ``init=CKPT`` (an export folder) takes the
 recommender, generator and tokenizer from it. Launch with ``torchrun``/``deepspeed`` for several processes.
 ``--resume`` continues from ``RUN/checkpoints/latest`` when it exists and starts fresh otherwise.
 """
@@ -43,7 +44,7 @@ def apply_init(cfg: dict[str, Any]) -> None:
 
 def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
     """The configured tokenizer, or one trained on ``dataset`` into ``RUN/tokenizer`` (rank 0; reused on resume)."""
-    from genrec import dist
+    from genrec import stop
     from genrec.prompts import template_words
     from tokenization.spm import load_tokenizer, train_tokenizer
 
@@ -51,33 +52,57 @@ def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
     if tok_cfg.get("path"):
         return load_tokenizer(tok_cfg["path"])
     folder = out / "tokenizer"
-    if dist.is_main() and not folder.exists():
-        templates = (cfg.get("prompt") or {}).get("templates")
-        train_tokenizer([it.text for it in dataset.items.values()], folder, int(tok_cfg.get("vocab_size", 8000)),
-                        extra_texts=template_words(templates))
-    dist.barrier()
+
+    def train() -> None:
+        if not folder.exists():
+            templates = (cfg.get("prompt") or {}).get("templates")
+            train_tokenizer([it.text for it in dataset.items.values()], folder, int(tok_cfg.get("vocab_size", 8000)),
+                            extra_texts=template_words(templates))
+
+    stop.main_only(train)
     tok_cfg["path"] = str(folder)
     return load_tokenizer(folder)
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
+    from genrec import dist
     from genrec.config import load_config
     from genrec.dataset import Dataset
-    from genrec import dist
+    from idgen.warmstart import ensure_generator
     from pretrain.engine import Trainer
     from pretrain.sources import LeaveOneOutSource
 
+    started = time.time()
     cfg = load_config(args.config, args.overrides)
     apply_init(cfg)
     dataset = Dataset.load(args.data)
     cfg["data_dir"] = str(args.data)
     dist.init(single_process_group=True)
+    phases: list[tuple[str, float]] = []
+    t0 = time.perf_counter()
     tokenizer = tokenizer_for(cfg, dataset, args.out)
+    phases.append(("tokenizer", time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    ensure_generator(cfg, [it.text for it in dataset.items.values()], args.out, args.resume)
+    phases.append(("warm-start", time.perf_counter() - t0))
     data = cfg.get("data") or {}
     source = LeaveOneOutSource(dataset, int(data.get("max_history", 20)), data.get("prefixes_per_user"))
-    summary = Trainer(cfg, source, args.out, tokenizer=tokenizer, eval_dataset=dataset, resume=args.resume).fit()
-    if summary.get("preempted"):
-        print(f"stopped by a signal after a checkpoint; continue with --resume (run folder {args.out})")
-    else:
-        print(f"finetune done in {summary['wall_seconds']:.0f}s; best {summary.get('best')}; test {summary.get('test')}")
+    summary = Trainer(cfg, source, args.out, tokenizer=tokenizer, eval_dataset=dataset, resume=args.resume,
+                      started_at=started, phases=phases).fit()
+    if dist.is_main():
+        print(f"finetune done in {time.time() - started:.0f}s; best {summary.get('best')}")
+        if summary.get("test"):
+            print(test_table(summary["test"], dataset, cfg))
     return 0
+
+
+def test_table(test: dict[str, Any], dataset, cfg: dict[str, Any]) -> str:
+    """The test metrics next to popularity scored on the same users."""
+    from zeroshot.harness import eval_settings, format_table, metric_names, popularity_metrics
+
+    metrics = metric_names(eval_settings(cfg)["ks"])
+    rows = [{"method": "idgenrec", "dataset": dataset.name, **test},
+            {"method": "popularity", "dataset": dataset.name, **popularity_metrics(dataset, "test", cfg)}]
+    return format_table(rows, metrics)

@@ -51,6 +51,15 @@ def check() -> None:
         raise Stop(_received)
 
 
+def check_all() -> None:
+    """:func:`check` agreed by every rank (a collective: every rank must call it at the same point), so a rank that
+    got no signal, or got it later, stops with the others."""
+    from genrec import dist
+
+    if dist.any_true(_received is not None):
+        raise Stop(_received or signal.SIGTERM)
+
+
 def reset() -> None:
     """Forget a received signal (tests, and a process that continues after handling a stop)."""
     global _received
@@ -64,7 +73,8 @@ def exit_code(signum: int) -> int:
 def message(stop: Stop) -> str:
     """The one line printed for a stop."""
     saved = "; ".join(stop.saved) if stop.saved else "nothing needed saving"
-    return f"stopped by {signal.Signals(stop.signum).name}: saved {saved}; continue with the same command and --resume"
+    return (f"stopped by a signal ({signal.Signals(stop.signum).name}): saved {saved}; continue with the same command "
+            "and --resume")
 
 
 def main_only(fn: Callable[[], T]) -> T:

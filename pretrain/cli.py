@@ -89,55 +89,35 @@ def validation_users(users: dict[str, list[str]], n: int, seed: int) -> dict[str
 
 def corpus_tokenizer(dataset, out: Path, cfg: dict) -> Path:
     """Train the SentencePiece tokenizer on the corpus item text on rank 0 (kept when ``out`` exists, e.g. on resume)."""
-    from genrec import dist
+    from genrec import dist, stop
     from genrec.prompts import template_words
     from tokenization.spm import train_tokenizer
 
     dist.init()
-    if dist.is_main() and not out.exists():
-        templates = (cfg.get("prompt") or {}).get("templates")
-        train_tokenizer([it.text for it in dataset.items.values()], out, int(cfg["tokenizer"].get("vocab_size", 32128)),
-                        extra_texts=template_words(templates))
-    dist.barrier()
-    return out
 
+    def train() -> None:
+        if not out.exists():
+            templates = (cfg.get("prompt") or {}).get("templates")
+            train_tokenizer([it.text for it in dataset.items.values()], out,
+                            int(cfg["tokenizer"].get("vocab_size", 32128)), extra_texts=template_words(templates))
 
-def warm_generator(dataset, tokenizer_dir: Path, out: Path, cfg: dict, warm: dict) -> Path:
-    """Tag warm-start (``idgen.warmstart``) of a fresh generator on the corpus item text, on rank 0.
-
-    A randomly initialised generator cannot give items unique IDs, let alone name unseen items; the paper starts
-    from a tag-generation T5. Kept when ``out`` exists (resume).
-    """
-    import torch
-
-    from genrec import dist
-    from genrec.io import atomic_dir
-    from genrec.modeling import model_from_config
-    from idgen.warmstart import WarmstartConfig, warmstart
-    from tokenization.spm import load_tokenizer
-
-    dist.init()
-    if dist.is_main() and not out.exists():
-        tokenizer = load_tokenizer(tokenizer_dir)
-        torch.manual_seed(int(cfg.get("seed", 0)) + 1)
-        model = model_from_config(cfg["model"]["generator"], len(tokenizer))
-        warmstart(model, tokenizer, [it.text for it in dataset.items.values()],
-                  WarmstartConfig(**{"seed": int(cfg.get("seed", 0)), **warm}))
-        with atomic_dir(out) as tmp:
-            model.save_pretrained(str(tmp), safe_serialization=True)
-    dist.barrier()
+    stop.main_only(train)
     return out
 
 
 def train_command(args: argparse.Namespace) -> int:
+    import time
+
     from genrec import dist
     from genrec.config import load_config
     from genrec.dataset import Dataset
+    from idgen.warmstart import ensure_generator
 
     from .corpus import load_corpus_info
     from .engine import Trainer
     from .shards import ShardSource
 
+    started = time.time()
     cfg = load_config(args.config, args.words)
     corpus = args.corpus or cfg.get("corpus")
     if not corpus:
@@ -151,22 +131,21 @@ def train_command(args: argparse.Namespace) -> int:
                                      skip_corrupt=bool(data.get("skip_corrupt", False)),
                                      timeout=float(data.get("timeout", 600)))
     tok = cfg.setdefault("tokenizer", {})
+    phases: list[tuple[str, float]] = []
+    t0 = time.perf_counter()
     if not tok.get("path"):
         tok["path"] = str(corpus_tokenizer(source.dataset, args.out / "tokenizer", cfg))
-    generator = cfg.setdefault("model", {}).setdefault("generator", {})
-    warm = dict((cfg.get("pretrain") or {}).get("warmstart") or {})
-    if not generator.get("init") and int(warm.get("steps", 0)) > 0:
-        generator["init"] = str(warm_generator(source.dataset, Path(tok["path"]), args.out / "warmstart", cfg, warm))
+    phases.append(("tokenizer", time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    ensure_generator(cfg, [it.text for it in source.dataset.items.values()], args.out, args.resume)
+    phases.append(("warm-start", time.perf_counter() - t0))
     valid_n = int((cfg.get("pretrain") or {}).get("valid_users", 0))
     eval_dataset = None
     if valid_n >= 0:
         users = validation_users(source.dataset.users, valid_n, int(cfg.get("seed", 0)))
         eval_dataset = Dataset(source.dataset.items, users, source.dataset.name)
-    summary = Trainer(cfg, source, args.out, eval_dataset=eval_dataset, resume=args.resume).fit()
-    if not dist.is_main():
-        return 0
-    if summary.get("preempted"):
-        print(f"stopped by a signal; continue with --resume (checkpoint in {args.out / 'checkpoints'})")
-    else:
-        print(f"pretraining done in {summary['wall_seconds']:.0f}s; export in {args.out / 'export'}")
+    Trainer(cfg, source, args.out, eval_dataset=eval_dataset, resume=args.resume, started_at=started,
+            phases=phases).fit()
+    if dist.is_main():
+        print(f"pretraining done in {time.time() - started:.0f}s; export in {args.out / 'export'}")
     return 0

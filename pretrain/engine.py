@@ -16,6 +16,12 @@ Schedule: ``train.rounds`` rounds of the stages in ``train.order`` (default ``[g
 
 ``train.stage_seconds`` (seconds, or ``{recommender: s, generator: s}``) ends a stage's epochs once that much
 training time is spent, so methods can be compared at equal wall-clock budgets (``bench/quality.py``).
+``train.budget_minutes`` caps the whole run, counted from ``started_at`` (the CLI's start: tokenizer, warm-start,
+ID generation, training and validation all count; the final test pass does not). When a stage starts, its training
+time is ``left x e / E``: ``left`` is the budget still unspent minus the after-stage work of the stages still to run
+(ID regeneration, validation, export; each estimated by the longest one seen so far), ``e`` the stage's epochs and
+``E`` the epochs of all stages still to run; with ``train.stage_seconds`` too, the smaller cap applies. A stage
+left with no time trains no step and is not validated again. A resumed run counts its budget from its own start.
 
 After each stage the recommender is validated (``zeroshot.harness.evaluate``, template 0) and the best model on
 ``train.select_metric`` (default NDCG@10) is exported to ``RUN/export``; the test split is evaluated once, at the end, on that export.
@@ -33,8 +39,10 @@ times: an epoch ends for all ranks as soon as one rank has no batch left (one al
 item keys only; prompts are rendered at load time with the *current* IdTable (``pretrain.batching``).
 
 Checkpoints (``pretrain.checkpoint``) are written every ``train.checkpoint_every`` optimizer steps, at stage ends,
-and when SIGTERM/SIGUSR1 arrives (the flag is OR-reduced across ranks so all ranks stop at the same step; the run
-then exits cleanly). ``resume=True`` continues from ``RUN/checkpoints/latest`` when present — exactly: same
+and when a stop signal arrives (``genrec.stop``; the flag is OR-reduced across ranks so all ranks stop at the same
+step): during training at the next step, during ID regeneration (with the claims so far, ``RUN/idgen/``) and
+validation at the stage end, then :class:`genrec.stop.Stop` propagates to the CLI. Each phase's wall time is
+recorded in ``summary.json`` (``phase_seconds``). ``resume=True`` continues from ``RUN/checkpoints/latest`` when present — exactly: same
 batches, same dropout masks, same optimizer state.
 """
 from __future__ import annotations
@@ -42,6 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -51,7 +60,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from genrec import dist
+from genrec import dist, stop
 from genrec.dataset import Dataset
 from genrec.io import atomic_write
 from genrec.modeling import load_t5, model_from_config
@@ -67,10 +76,6 @@ from .dsconfig import resolve
 log = logging.getLogger(__name__)
 
 REC, GEN = "recommender", "generator"
-
-
-class Preempted(Exception):
-    """A stop signal arrived; a checkpoint has been written on all ranks."""
 
 
 def schedule(cfg: dict[str, Any]) -> list[tuple[int, str]]:
@@ -101,6 +106,8 @@ class Trainer:
         tokenizer=None,
         eval_dataset: Dataset | None = None,
         resume: bool = False,
+        started_at: float | None = None,
+        phases: list[tuple[str, float]] | None = None,
     ):
         self.cfg = cfg
         self.source = source
@@ -115,7 +122,9 @@ class Trainer:
         self.train_cfg = cfg.get("train", {})
         self.seed = int(cfg.get("seed", 0))
         self.softid = SoftIdConfig.from_dict(cfg.get("softid"))
-        self._stop_flag = False
+        self.started_at = time.time() if started_at is None else started_at  # the budget counts from here
+        self.cli_phases = list(phases or [])  # (name, seconds) of the work before the trainer (tokenizer, warm-start)
+        self.after_stage_seconds = 0.0  # the longest after-stage work seen (budget estimate)
         self._writer = None
         self.text_tokens: dict[str, list[int]] | None = None
         self.user_tokens: dict[str, list[int]] | None = None  # training prompts' user IDs, by history key
@@ -166,14 +175,6 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.out / "tb"))
-
-    def _install_signals(self) -> None:
-        def flag(signum, frame):
-            log.warning("rank %d: signal %d, checkpointing at the next step", self.rank, signum)
-            self._stop_flag = True
-
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, flag)
 
     # ---------------------------------------------------------------- helpers
 
@@ -231,19 +232,27 @@ class Trainer:
     # ---------------------------------------------------------------- IDs
 
     def _generate_ids(self, version: int, previous: IdTable | None = None) -> IdTable:
-        """Algorithm 1 with the current generator (on rank 0, Ray when configured), broadcast to all ranks."""
+        """Algorithm 1 with the current generator (on rank 0, Ray when configured), broadcast to all ranks.
+
+        A stop keeps the claims so far in ``RUN/idgen/v{version}``; the resumed run continues from them."""
         from idgen import generate_from_section
 
         model = self._plain(GEN)
-        table = None
-        if dist.is_main():
+
+        def run() -> IdTable:
             was = model.training
             model.eval()
             items = {k: it.text for k, it in self.source.items.items()}
-            table = generate_from_section(model, self.tokenizer, items, self.cfg.get("idgen"), version=version,
-                                          previous=previous)
-            model.train(was)
-        return dist.broadcast_object(table)
+            try:
+                return generate_from_section(model, self.tokenizer, items, self.cfg.get("idgen"), version=version,
+                                             previous=previous, state_dir=str(self.out / "idgen" / f"v{version}"))
+            finally:
+                model.train(was)
+
+        t0 = time.perf_counter()
+        table = stop.main_only(run)
+        self._phase(f"ids v{version}", time.perf_counter() - t0)
+        return table
 
     def _initial_ids(self) -> IdTable:
         ids = self.cfg.get("ids", {})
@@ -302,8 +311,9 @@ class Trainer:
                 f.write(json.dumps({"step": self.global_step, "stage": kind, "loss": loss}) + "\n")
 
     def _run_epoch(self, stage_index: int, kind: str, epoch: int, resume_pos: dict | None,
-                   time_left: float | None = None) -> dict[str, float]:
-        """One epoch of one stage, cut short after ``time_left`` seconds; returns throughput numbers."""
+                   time_left: float | None = None, totals: dict[str, float] | None = None) -> dict[str, float]:
+        """One epoch of one stage, cut short after ``time_left`` seconds; returns throughput numbers. ``totals`` (the
+        stage's earlier epochs) goes into mid-epoch checkpoints."""
         t = self.train_cfg
         engine = self.engines[kind]
         renderer = self._renderer()
@@ -348,14 +358,17 @@ class Trainer:
                 self._scalar(f"throughput/{kind}_tokens_per_s", tokens * self.world / dt)
             if steps % gas:
                 continue
-            stop = dist.any_true(self._stop_flag)
+            stopping = dist.any_true(stop.requested() is not None)
             due = every and self.global_step % (every * gas) == 0
-            if stop or due:
-                pos = {"stage_index": stage_index, "epoch": epoch, "batches_pos": batches.position, "steps": steps}
+            if stopping or due:
+                pos = {"stage_index": stage_index, "epoch": epoch, "batches_pos": batches.position, "steps": steps,
+                       "totals": totals or {}}
                 self._checkpoint(pos)
-            if stop:
+            if stopping:
                 bar.close()
-                raise Preempted()
+                err = stop.Stop(stop.requested() or signal.SIGTERM)
+                err.saved.append(f"training checkpoint at step {self.global_step} in {self.out / 'checkpoints'}")
+                raise err
         bar.close()
         self.engines[REC].module.requires_grad_(True)
         dt = time.perf_counter() - start
@@ -384,19 +397,30 @@ class Trainer:
         model.train(was)
         return {k: v if k == "users" else float(v) for k, v in result.items() if isinstance(v, (int, float))}
 
-    def _after_stage(self, rnd: int, kind: str, stats: dict[str, float]) -> None:
+    def _after_stage(self, stage_index: int, rnd: int, kind: str, stats: dict[str, float]) -> None:
+        """New IDs after a generator stage, validation, export of the best model. A stage that trained no step
+        (budget spent) changed nothing: its IDs and validation would repeat the previous ones, so both are skipped."""
         entry: dict[str, Any] = {"round": rnd, "stage": kind, **stats}
-        if kind == GEN:
+        trained = stats.get("steps", 0) > 0
+        if kind == GEN and trained and self.state.get("ids_for_stage") != stage_index:
             previous = self.idtable
             self.idtable = self._generate_ids(previous.version + 1, previous)
             self.user_tokens = None
             self.state.pop("train_user_ids", None)
-            entry["churn"] = self.idtable.churn(previous)
-            self._scalar("ids/churn", entry["churn"])
+            self.state.update(ids_for_stage=stage_index, churn=self.idtable.churn(previous))
+            self._scalar("ids/churn", self.state["churn"])
             self._save_idtable(f"round-{self.idtable.version}")
             if dist.is_main():
-                log.info("round %d: ID churn %.3f", rnd, entry["churn"])
+                log.info("round %d: ID churn %.3f", rnd, self.state["churn"])
+        if kind == GEN and "churn" in self.state:
+            entry["churn"] = self.state.pop("churn")
+        if not trained and self.state.get("best") is not None:
+            entry["valid"] = {}
+            self.state.setdefault("stages", []).append(entry)
+            return
+        t0 = time.perf_counter()
         metrics = self._evaluate("valid")
+        self._phase(f"valid {stage_index} ({kind}, round {rnd})", time.perf_counter() - t0)
         for k, v in metrics.items():
             self._scalar(f"valid/{k}", v)
         entry["valid"] = metrics
@@ -411,21 +435,45 @@ class Trainer:
             self._export()
         self.state.setdefault("stages", []).append(entry)
 
+    def _phase(self, name: str, seconds: float) -> None:
+        """Record a phase's wall time (``summary.json`` ``phase_seconds``; kept in the checkpoint across resumes)."""
+        self.state.setdefault("phases", []).append([name, round(seconds, 2)])
+        if dist.is_main():
+            log.info("phase %s: %.1fs", name, seconds)
+
+    def _stage_cap(self, plan: list[tuple[int, str]], stage_index: int) -> float | None:
+        """Training seconds of stage ``stage_index``: ``train.stage_seconds`` and/or its share of the budget."""
+        kind = plan[stage_index][1]
+        cap = self.train_cfg.get("stage_seconds")  # training seconds per stage: a number, or per stage kind
+        cap = cap.get(kind) if isinstance(cap, dict) else cap
+        budget = self.train_cfg.get("budget_minutes")
+        if budget is None:
+            return None if cap is None else float(cap)
+        epochs = [int(self.train_cfg.get("id_epochs" if k == GEN else "rec_epochs", 1)) for _, k in plan[stage_index:]]
+        left = self.started_at + 60.0 * float(budget) - time.time() - self.after_stage_seconds * len(epochs)
+        share = max(0.0, left) * epochs[0] / max(1, sum(epochs))
+        share = float(dist.broadcast_object(share))  # every rank stops the stage at the same step
+        return share if cap is None else min(float(cap), share)
+
     def _export(self) -> None:
         from .export import export
 
+        t0 = time.perf_counter()
         rec, gen = self._plain(REC), self._plain(GEN)
         if dist.is_main():
             export(self.out / "export", rec, gen, self.tokenizer, self.idtable, self.cfg)
         dist.barrier()
+        self._phase("export", time.perf_counter() - t0)
 
     # ---------------------------------------------------------------- fit
 
     def fit(self) -> dict[str, Any]:
-        """Run (or continue) the schedule; returns the summary (also written to ``RUN/summary.json``)."""
+        """Run (or continue) the schedule; returns the summary (also written to ``RUN/summary.json``).
+
+        A stop signal raises :class:`genrec.stop.Stop` once a checkpoint is written (``Stop.saved`` says where)."""
         t0 = time.perf_counter()
         self.setup()
-        self._install_signals()
+        stop.install()
         plan = schedule(self.cfg)
         position: dict[str, Any] | None = None
         if self.resume and checkpoint.exists(self.out):
@@ -435,41 +483,60 @@ class Trainer:
             self._truncate_losses()
             log.info("resumed at %s (step %d)", position, self.global_step)
         else:
+            if not self.resume and dist.is_main():  # claims of an earlier run's ID generation do not apply
+                shutil.rmtree(self.out / "idgen", ignore_errors=True)
             self.state, self.global_step = {}, 0
-            self.idtable = self._initial_ids()
-            self._save_idtable("round-0")
+            initial = self.out / "idtables" / "round-0.tsv"
+            if self.resume and initial.exists():  # stopped after the initial IDs, before the first checkpoint
+                self.idtable = IdTable.load(initial)
+            else:
+                self.idtable = self._initial_ids()
+                self._save_idtable("round-0")
             if self.train_cfg.get("initial_eval", False):
-                self.state["initial_valid"] = self._evaluate("valid")
+                t1 = time.perf_counter()
+                try:
+                    self.state["initial_valid"] = self._evaluate("valid")
+                except stop.Stop as e:
+                    e.saved.append(f"initial IDs in {initial}")
+                    raise
+                self.after_stage_seconds = time.perf_counter() - t1
+                self._phase("valid initial", self.after_stage_seconds)
             position = {"stage_index": 0, "epoch": 0}
-        try:
-            for stage_index in range(int(position.get("stage_index", 0)), len(plan)):
-                rnd, kind = plan[stage_index]
-                epochs = int(self.train_cfg.get("id_epochs" if kind == GEN else "rec_epochs", 1))
-                first_epoch = int(position.get("epoch", 0)) if position.get("stage_index") == stage_index else 0
-                totals = {"samples_per_s": 0.0, "tokens_per_s": 0.0, "steps": 0, "seconds": 0.0, "samples": 0}
-                cap = self.train_cfg.get("stage_seconds")  # training seconds per stage: a number, or per stage kind
-                cap = cap.get(kind) if isinstance(cap, dict) else cap
-                for epoch in range(first_epoch, epochs):
-                    if cap is not None and totals["seconds"] >= float(cap):
-                        break
-                    resume_pos = position if (position.get("stage_index") == stage_index and position.get("epoch") == epoch) else None
-                    time_left = None if cap is None else float(cap) - totals["seconds"]
-                    stats = self._run_epoch(stage_index, kind, epoch, resume_pos, time_left)
-                    totals["steps"] += stats["steps"]
-                    totals["seconds"] += stats["seconds"]
-                    totals["samples"] += stats["samples"]
-                    totals["samples_per_s"], totals["tokens_per_s"] = stats["samples_per_s"], stats["tokens_per_s"]
-                position = {"stage_index": stage_index + 1, "epoch": 0}
-                self._after_stage(rnd, kind, totals)
-                self._checkpoint(position)
-        except Preempted:
-            log.warning("stopped by signal after checkpointing at step %d", self.global_step)
-            self.state["preempted"] = True
-            if self._writer is not None:
-                self._writer.close()
-            return self.state
-        summary = self._finish(time.perf_counter() - t0)
-        return summary
+        if not any(name in {n for n, _ in self.state.get("phases", [])} for name, _ in self.cli_phases):
+            self.state["phases"] = [[n, round(sec, 2)] for n, sec in self.cli_phases] + self.state.get("phases", [])
+        for stage_index in range(int(position.get("stage_index", 0)), len(plan)):
+            rnd, kind = plan[stage_index]
+            epochs = int(self.train_cfg.get("id_epochs" if kind == GEN else "rec_epochs", 1))
+            resumed = position.get("stage_index") == stage_index
+            first_epoch = int(position.get("epoch", 0)) if resumed else 0
+            totals = dict(position.get("totals") or {}) if resumed else {}
+            totals = {"samples_per_s": 0.0, "tokens_per_s": 0.0, "steps": 0, "seconds": 0.0, "samples": 0, **totals}
+            cap = self._stage_cap(plan, stage_index)
+            spent = totals["seconds"]
+            for epoch in range(first_epoch, epochs):
+                if cap is not None and totals["seconds"] - spent >= cap:
+                    break
+                resume_pos = position if (resumed and position.get("epoch") == epoch) else None
+                if resume_pos is not None:
+                    resume_pos = {**resume_pos, "totals": totals}
+                time_left = None if cap is None else cap - (totals["seconds"] - spent)
+                stats = self._run_epoch(stage_index, kind, epoch, resume_pos, time_left, totals)
+                totals["steps"] += stats["steps"]
+                totals["seconds"] += stats["seconds"]
+                totals["samples"] += stats["samples"]
+                totals["samples_per_s"], totals["tokens_per_s"] = stats["samples_per_s"], stats["tokens_per_s"]
+            self._phase(f"train {stage_index} ({kind}, round {rnd})", totals["seconds"] - spent)
+            t1 = time.perf_counter()
+            try:
+                self._after_stage(stage_index, rnd, kind, totals)
+            except stop.Stop as e:  # during ID regeneration or validation: the stage's training is kept
+                self._checkpoint({"stage_index": stage_index, "epoch": epochs, "totals": totals})
+                e.saved.append(f"training checkpoint at the end of stage {stage_index} in {self.out / 'checkpoints'}")
+                raise
+            self.after_stage_seconds = max(self.after_stage_seconds, time.perf_counter() - t1)
+            position = {"stage_index": stage_index + 1, "epoch": 0}
+            self._checkpoint(position)
+        return self._finish(time.perf_counter() - t0)
 
     def _truncate_losses(self) -> None:
         path = self.out / "losses.jsonl"
@@ -488,11 +555,19 @@ class Trainer:
         }
         export_dir = self.out / "export"
         if self.eval_dataset is not None and export_dir.exists():
+            t0 = time.perf_counter()
             best = load_t5(export_dir / "recommender").to(self.device)
             generator = load_t5(export_dir / "generator").to(self.device) if userids.enabled(self.cfg) else None
-            summary["test"] = self._evaluate("test", best, IdTable.load(export_dir / "idtable.tsv"), generator)
+            try:
+                summary["test"] = self._evaluate("test", best, IdTable.load(export_dir / "idtable.tsv"), generator)
+            except stop.Stop as e:
+                e.saved.append(f"the trained model (training finished; checkpoint in {self.out / 'checkpoints'}, the "
+                               "resumed run goes straight to the test)")
+                raise
             for k, v in summary["test"].items():
                 self._scalar(f"test/{k}", v)
+            self._phase("test", time.perf_counter() - t0)
+        summary["phase_seconds"] = self.state.get("phases", [])  # [name, seconds] in the order they ran
         summary["wall_seconds"] = seconds
         if dist.is_main():
             with atomic_write(self.out / "summary.json") as f:

@@ -78,7 +78,7 @@ def test_two_process_pretrain_then_zero_shot_on_held_out_domain(domain_dirs, tmp
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "genrec.cli", "pretrain", "--corpus", str(corpus), "--out", str(run),
            f"model.recommender={TINY}", f"model.generator={TINY}", "tokenizer.vocab_size=400",
-           "pretrain.valid_users=16", "pretrain.warmstart={steps: 120, batch_size: 32, lr: 3.0e-3, max_text_tokens: 48}",
+           "pretrain.valid_users=16", "warmstart={steps: 120, batch_size: 32, lr: 3.0e-3, max_text_tokens: 48}",
            "train.max_batch=32", "train.chunk_size=128", "train.threads=1", "train.checkpoint_every=2",
            "optim.generator={lr: 1.0e-3}", "data.workers=1", "data.shuffle_buffer=64", "prompt.max_length=128",
            "idgen.batch_size=128", "idgen.max_text_tokens=48", "eval.num_beams=10"]

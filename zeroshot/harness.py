@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from genrec import dist
+from genrec import dist, stop
 from genrec.dataset import Dataset
 from genrec.io import DataError, atomic_write
 from genrec.splits import leave_one_out
@@ -40,8 +40,11 @@ EVAL_DEFAULTS: dict[str, Any] = {
     # genrec.decoding.rank_prompts); ignored on other devices
     "workers": None,
     # the valid split on a fixed random sample of this many users (0: all), to keep model selection cheap on big
-    # datasets; the test split is always evaluated in full
+    # datasets
     "valid_users": 0,
+    # the test split on a fixed random sample of this many users (0: all): a first look only, with a warning, since
+    # such numbers are not comparable to full-test numbers
+    "test_users": 0,
     # auto: the checkpoint's idtable when it names every item of the dataset, else the generator names them all;
     # generate: always the generator (zero-shot); idtable: always the table
     "ids": "auto",
@@ -138,12 +141,17 @@ def dataset_ids(ckpt: Checkpoint, dataset: Dataset, cfg: Mapping[str, Any]) -> I
 
 
 def eval_samples(dataset: Dataset, split: str, settings: Mapping[str, Any]) -> list:
-    """The leave-one-out samples of ``split`` that an evaluation scores (``eval.valid_users`` subsamples valid)."""
+    """The leave-one-out samples of ``split`` that an evaluation scores: ``eval.valid_users`` / ``eval.test_users``
+    subsample valid / test to a fixed random sample of users (seed 0, so every method scores the same users)."""
     samples = leave_one_out(dataset, split, settings["max_history"])
     if not samples:
         raise DataError(dataset.name or "<dataset>", None, f"no user has a {split} sample (every sequence is too short)")
-    if split == "valid" and 0 < settings["valid_users"] < len(samples):
-        chosen = sorted(random.Random(0).sample(range(len(samples)), settings["valid_users"]))
+    limit = int(settings.get(f"{split}_users") or 0)
+    if 0 < limit < len(samples):
+        if split == "test" and dist.is_main():
+            log.warning("eval.test_users=%d: testing a random sample of %d of %d users; these numbers are NOT "
+                        "comparable to full-test numbers", limit, limit, len(samples))
+        chosen = sorted(random.Random(0).sample(range(len(samples)), limit))
         samples = [samples[i] for i in chosen]
     return samples
 
@@ -154,7 +162,7 @@ def popularity_metrics(dataset: Dataset, split: str, cfg: Mapping[str, Any] | No
 
     Items are ranked by how often they are a training target of ``fit_dataset`` (default ``dataset`` itself: a
     supervised reference that a zero-shot model does not get), restricted to ``dataset``'s items; ``eval`` settings
-    (``ks``, ``max_history``, ``exclude_history``, ``valid_users``) apply as in :func:`evaluate`.
+    (``ks``, ``max_history``, ``exclude_history``, ``valid_users``, ``test_users``) apply as in :func:`evaluate`.
     """
     from genrec.baselines.popularity import Popularity
     from genrec.metrics import hr_ndcg
@@ -208,6 +216,7 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
         exclude=exclude, progress=progress and dist.is_main(),
         workers=settings["workers"] if dist.device().type == "cpu" else 1,
     )
+    stop.check_all()  # a stop signal during decoding: every rank stops here, none waits in the gather
     gathered = [pair for part in dist.all_gather_object(list(zip(mine, ranked))) for pair in part]
     by_index = dict(gathered)
     if len(gathered) != len(samples) or len(by_index) != len(samples):
