@@ -36,8 +36,12 @@ def _seed_pieces(sentences: list[str], path: Path, max_piece_len: int = 16, limi
     suffix-array seeding, frequent whole words (``▁the``, ``▁title``) never became pieces on our data, so every
     prompt and item text was split into fragments; explicit seeds restore whole-word pieces.
     """
+    from genrec import stop
+
     counts: collections.Counter[str] = collections.Counter()
-    for sentence in sentences:
+    for n, sentence in enumerate(sentences):
+        if n % 1000 == 0:
+            stop.check()
         for word in unicodedata.normalize("NFKC", sentence).split():
             word = "▁" + word
             for i in range(len(word)):
