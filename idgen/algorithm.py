@@ -13,7 +13,9 @@ order that can be parallelised.
 
 **Last resort.** Algorithm 1 has no bound of its own: with an untrained generator or items whose texts are identical
 (Sports has up to 298 items with the same brand and categories) it never ends. An item still pending after
-``max_tries`` = ``lambda_max`` x ``max_windows`` tries is named deterministically instead, in sorted key order:
+``max_tries`` = ``lambda_max`` x ``max_windows`` tries, or still pending after ``max_rounds`` rounds (a bound for
+weak generators, whose rounds fail for most items and cost a full decoding pass each), is named deterministically
+instead, in sorted key order:
 
 1. ``text``: its best candidate (first candidate of its last try) continued by the shortest run of its own text
    words (normalised as IDs are) that no other ID has (at most ``window`` words are added);
@@ -108,7 +110,8 @@ class ClaimBook:
                 self.accepted_try[key] = self.pending.pop(key)
             else:
                 self.pending[key] += 1
-        for key in sorted(k for k, t in self.pending.items() if t >= self.cfg.max_tries):
+        spent = self.cfg.max_rounds is not None and self.round + 1 >= self.cfg.max_rounds
+        for key in sorted(k for k, t in self.pending.items() if spent or t >= self.cfg.max_tries):
             self._last_resort(key)
         self.round += 1
         self.proposals = {}

@@ -143,6 +143,15 @@ def test_colliding_items_get_unique_ids_independent_of_batch_size(tokenizer, col
     assert again.ids == table.ids
 
 
+def test_max_rounds_hands_every_pending_item_to_the_last_resort():
+    book = ClaimBook(["a", "b", "c"], IdGenConfig(max_rounds=2), {k: f"Title: {k} shoe" for k in "abc"})
+    for r in range(2):
+        book.propose(r, {k: ["x"] for k in book.pending})
+        book.resolve(r)
+    assert not book.pending and book.round == 2
+    assert book.ids == {"a": "x", "b": "x title", "c": "x title c"}
+
+
 def test_identical_texts_untrained_generator_get_unique_ids_in_bounded_rounds(tokenizer, synth_dataset):
     """300 items with one text (Sports has up to 298 such) and a random generator: every item gets a unique,
     non-empty ID within lambda_max x max_windows rounds."""
