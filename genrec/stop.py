@@ -35,7 +35,12 @@ def _flag(signum, frame) -> None:
 
 
 def install() -> None:
-    """Route the stop signals to the flag (main thread only; called once by the CLI entry)."""
+    """Route the stop signals to the flag (the CLI entry; the trainer again, for library use). Only the main thread
+    may install handlers: elsewhere the existing ones stay."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
     for sig in SIGNALS:
         signal.signal(sig, _flag)
 
