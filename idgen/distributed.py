@@ -140,7 +140,11 @@ class RayIdGenerator:
         self.workers = workers
         gpus = ray.cluster_resources().get("GPU", 0)
         num_gpus = min(1.0, gpus / workers) if gpus else 0
-        replica = copy.deepcopy(model).cpu().eval()
+        # a fresh module with the weights only: a training engine's module carries hooks that hold its process
+        # group, which cannot be pickled
+        replica = type(model)(copy.deepcopy(model.config))
+        replica.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        replica.eval()
         model_ref, tok_ref = ray.put(replica), ray.put(tokenizer)
         self.actors = [Proposer.options(num_cpus=1, num_gpus=num_gpus, **RETRY).remote(model_ref, tok_ref)
                        for _ in range(workers)]

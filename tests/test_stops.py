@@ -57,8 +57,23 @@ def finetune_args(synth_dir: Path, tokenizer_dir: Path, out: Path, extra: list[s
 @pytest.mark.parametrize("phase", list(PHASES))
 def test_stop_in_every_phase_then_resume(phase, sig, synth_dir, tokenizer_dir, tmp_path):
     marker, extra = PHASES[phase]
+    stop_then_resume(finetune_args(synth_dir, tokenizer_dir, tmp_path / "run", extra), marker, sig, phase,
+                     resume=sig == "SIGTERM")  # one resume per phase keeps the set within minutes
+
+
+@pytest.mark.slow
+def test_stop_during_ray_id_generation_then_resume(synth_dir, tokenizer_dir, tmp_path):
+    """The registry's log (RUN/idgen/v0) keeps the claims; the resumed run replays it."""
+    args = finetune_args(synth_dir, tokenizer_dir, tmp_path / "run", ["warmstart.steps=0", "idgen.max_windows=2",
+                                                                      "idgen.workers=2"])
+    stop_then_resume(args, "ID generation (2 Ray workers)", "SIGTERM", "Ray ID generation", resume=True)
+    assert (tmp_path / "run" / "idgen" / "v0" / "registry.jsonl").exists()
+
+
+def stop_then_resume(args: list[str], marker: str, sig: str, phase: str, resume: bool) -> None:
+    """Start ``idgenrec ARGS``, send ``sig`` once ``marker`` is in its output; check the exit; then ``--resume``."""
     signum, code = SIGNALS[sig]
-    args = finetune_args(synth_dir, tokenizer_dir, tmp_path / "run", extra)
+    out_dir = Path(args[args.index("--out") + 1])
     proc, out = start(args)
     deadline = time.monotonic() + 300
     while marker not in "".join(out):
@@ -75,13 +90,13 @@ def test_stop_in_every_phase_then_resume(phase, sig, synth_dir, tokenizer_dir, t
     lines = [ln for ln in text.replace("\r", "\n").splitlines() if "stopped by a signal" in ln]
     assert len(lines) == 1 and sig in lines[0] and "--resume" in lines[0], text[-4000:]
     assert "Traceback" not in text, text[-4000:]
-    if sig != "SIGTERM":  # one resume per phase keeps the set within minutes
+    if not resume:
         return
     proc, out = start([*args, "--resume"])
     proc.wait(timeout=600)
     text = "".join(out)
     assert proc.returncode == 0, text[-4000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["test"]["users"] > 0 and "popularity" in text
 
 
