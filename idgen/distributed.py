@@ -137,6 +137,7 @@ class RayIdGenerator:
 
     def __init__(self, model, tokenizer, workers: int = 2, ray_address: str | None = None):
         self.started = _init_ray(workers, ray_address)
+        stop.install()  # Ray's core worker installs its own SIGTERM handler (abort); stop signals stay ours
         self.workers = workers
         gpus = ray.cluster_resources().get("GPU", 0)
         num_gpus = min(1.0, gpus / workers) if gpus else 0
