@@ -17,10 +17,11 @@ order that can be parallelised.
 weak generators, whose rounds fail for most items and cost a full decoding pass each), is named deterministically
 instead, in sorted key order:
 
-1. ``text``: its best candidate (first candidate of its last try) continued by the shortest run of its own text
-   words (normalised as IDs are) that no other ID has (at most ``window`` words are added);
-2. ``counter``: otherwise its best candidate (or its first text words, or ``item``) followed by the smallest
-   counter ``2, 3, ...`` that makes it free.
+1. ``text``: the shortest run of its own text words that no other ID has: the first 1, 2, ... (at most
+   ``window``) words of its tag (``idgen.warmstart.tag_target``: informative title words in order, no field names,
+   numbers or stop words), normalised as IDs are;
+2. ``counter``: otherwise its best candidate (the first non-empty candidate of its last try; else its tag, else
+   ``item``) followed by the smallest counter ``2, 3, ...`` that makes it free.
 
 The result depends only on the claims before it, so it is the same on 1 or N workers; the report counts items per
 escalation level and per last-resort kind.
@@ -118,15 +119,17 @@ class ClaimBook:
         return dict(self.pending)
 
     def _last_resort(self, key: str) -> None:
-        """Name an item that used up its tries: its best candidate continued by its own text words, else a counter."""
+        """Name an item that used up its tries: the shortest free run of its own tag words, else a counter."""
+        from .warmstart import tag_target
+
         norm = self.cfg.normalize
-        best = next((c for c in (normalize(p, norm) for p in self.proposals.get(key, [])) if c), "")
-        words = normalize(self.texts.get(key, ""), norm).split()
-        for n in range(1, min(len(words), self.cfg.window) + 1):
-            tid = " ".join([best, *words[:n]]).strip()
+        words = normalize(tag_target(self.texts.get(key, ""), 1, self.cfg.window), norm).split()
+        for n in range(1, len(words) + 1):
+            tid = " ".join(words[:n])
             if tid not in self.taken:
                 return self._assign(key, tid, "text")
-        base = best or " ".join(words[:3]) or "item"
+        best = next((c for c in (normalize(p, norm) for p in self.proposals.get(key, [])) if c), "")
+        base = best or " ".join(words) or "item"
         n = 2
         while f"{base} {n}" in self.taken:
             n += 1

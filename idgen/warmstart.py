@@ -4,7 +4,8 @@ The paper starts its generator from a T5 fine-tuned on article tag generation; n
 offline, so the generator first learns to map an item's plain text to a tag derived from the text itself: the most
 informative words of its title (or name), in order, without field names, numbers or stop words (3-6 words,
 topped up from the other fields when the title is short). Phase-0 IDs then read like the reference's short
-title-word IDs instead of random tokens.
+title-word IDs instead of random tokens. Torch is imported only by the functions that train, so Algorithm 1's
+registry can use :func:`tag_target` cheaply.
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-
-from genrec.dist import device, is_main
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +89,7 @@ def warmstart(model, tokenizer, texts: list[str], cfg: WarmstartConfig, state_pa
     from tqdm.auto import tqdm
 
     from genrec import stop
+    from genrec.dist import device, is_main
     from genrec.io import atomic_write
 
     pairs = [(t, tag_target(t, cfg.min_words, cfg.max_words)) for t in texts]

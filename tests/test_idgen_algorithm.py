@@ -69,20 +69,21 @@ def test_rounds_resolve_in_sorted_key_order_and_escalate():
         book.propose(r, {"m": ["x"], "z": ["x"]})
         book.resolve(r)
     book.propose(3, {"m": ["x"], "z": ["w"]})
-    assert book.resolve(3) == {}  # m used its 4 tries: last resort, its best candidate + its own text words
-    assert book.ids == {"a": "x", "m": "x title", "z": "w"} and book.last_resort == {"m": "text"}
+    assert book.resolve(3) == {}  # m used its 4 tries: last resort, its own title words
+    assert book.ids == {"a": "x", "m": "red", "z": "w"} and book.last_resort == {"m": "text"}
     assert book.report()["items_by_level"] == {"first_try": 1, "higher_lambda": 0, "longer_window": 1,
                                                "last_resort_text": 1, "last_resort_counter": 0}
 
 
 def test_last_resort_counter_when_the_text_is_used_up():
-    book = ClaimBook(["a", "b", "c"], IdGenConfig(lambda_max=1, max_windows=1), {k: "Shoe" for k in "abc"})
-    book.propose(0, {k: ["", "Shoe"] for k in "abc"})
+    book = ClaimBook(["a", "b", "c", "d"], IdGenConfig(lambda_max=1, max_windows=1),
+                     {**{k: "title: Shoe" for k in "abc"}, "d": "title: Red Shoe"})
+    book.propose(0, {k: ["", "Shoe"] for k in "abcd"})
     assert book.resolve(0) == {}
-    assert book.ids == {"a": "shoe", "b": "shoe shoe", "c": "shoe 2"}
-    assert book.last_resort == {"b": "text", "c": "counter"}
+    assert book.ids == {"a": "shoe", "b": "shoe 2", "c": "shoe 3", "d": "red"}
+    assert book.last_resort == {"b": "counter", "c": "counter", "d": "text"}
     state = json.loads(json.dumps(book.state()))
-    again = ClaimBook(["a", "b", "c"], IdGenConfig(lambda_max=1, max_windows=1))
+    again = ClaimBook(["a", "b", "c", "d"], IdGenConfig(lambda_max=1, max_windows=1))
     again.restore(state)
     assert again.ids == book.ids and again.taken == book.taken and again.report() == book.report()
 
@@ -149,7 +150,7 @@ def test_max_rounds_hands_every_pending_item_to_the_last_resort():
         book.propose(r, {k: ["x"] for k in book.pending})
         book.resolve(r)
     assert not book.pending and book.round == 2
-    assert book.ids == {"a": "x", "b": "x title", "c": "x title c"}
+    assert book.ids == {"a": "x", "b": "shoe", "c": "x 2"}
 
 
 def test_identical_texts_untrained_generator_get_unique_ids_in_bounded_rounds(tokenizer, synth_dataset):
