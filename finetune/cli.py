@@ -14,9 +14,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pretrain.cli import RUN_NOTES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("finetune", help="train recommender + ID generator on one dataset (alternating stages)")
+    p = subparsers.add_parser(
+        "finetune", help="train recommender + ID generator on one dataset (alternating stages)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_NOTES)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.rounds=1")
     p.add_argument("--config", default="standard", help="recipe name in configs/ or a YAML path (default: standard)")
     p.add_argument("--data", type=Path, required=True, help="a prepared dataset folder (idgenrec data prepare/synth)")

@@ -19,10 +19,22 @@ USAGE = """
   idgenrec pretrain [--config RECIPE] --corpus CORPUS --out RUN [--resume] [key=value ...]"""
 
 
+# budgets and stops, shown by `idgenrec pretrain --help` and `idgenrec finetune --help`
+RUN_NOTES = """budgets (any recipe; key=value overrides):
+  train.budget_minutes=M  cap the run at M minutes from its start: tokenizer, warm-start, ID generation, training
+                          and validation count (the final test does not); the training stages share what is left
+  eval.test_users=N       test a fixed random sample of N users (a first look: NOT comparable to full-test numbers)
+  warmstart.steps=0       no tag warm-start of a fresh generator (warmstart.minutes=M: its time budget)
+
+stops: SIGTERM (exit 143), SIGINT (130) and SIGUSR1 (138) end the run within seconds in any phase after saving
+what can be resumed; the same command with --resume continues."""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain", usage=USAGE, help="Fusion corpus building and foundation pretraining",
         description="Build the Fusion corpus (first form) or pretrain on it (second form).",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_NOTES,
     )
     p.add_argument("words", nargs="*", metavar="build-corpus | key=value",
                    help="'build-corpus' selects the first form; otherwise config overrides, e.g. train.rounds=1")
