@@ -77,9 +77,10 @@ def exit_code(signum: int) -> int:
 
 def message(stop: Stop) -> str:
     """The one line printed for a stop."""
-    saved = "; ".join(stop.saved) if stop.saved else "nothing needed saving"
-    return (f"stopped by a signal ({signal.Signals(stop.signum).name}): saved {saved}; continue with the same command "
-            "and --resume")
+    name = signal.Signals(stop.signum).name
+    if not stop.saved:
+        return f"stopped by a signal ({name}); nothing needed saving"
+    return f"stopped by a signal ({name}): saved {'; '.join(stop.saved)}; continue with the same command and --resume"
 
 
 def main_only(fn: Callable[[], T]) -> T:
