@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     g.add_argument("--batch-size", type=int, default=64, help="items per forward pass")
     g.add_argument("--max-text-tokens", type=int, default=256)
     g.add_argument("--max-windows", type=int, default=5, help="length windows tried before the last resort (idgen.algorithm) names the rest")
+    g.add_argument("--max-rounds", type=int, default=None, help="rounds before the last resort names every item still pending")
     g.add_argument("--version", type=int, default=0, help="training round stored in the table")
     g.add_argument("--previous", default=None, help="an earlier IdTable: report the churn against it")
     g.add_argument("--out", required=True, help="IdTable TSV (+ .report.json)")
@@ -105,7 +106,7 @@ def generate_cmd(args: argparse.Namespace) -> int:
     items = {k: it.text for k, it in read_item_text(Path(args.data) / "item_plain_text.txt").items()}
     previous = IdTable.load(args.previous) if args.previous else None
     cfg = IdGenConfig(batch_size=args.batch_size, max_text_tokens=args.max_text_tokens,
-                      max_windows=args.max_windows, version=args.version)
+                      max_windows=args.max_windows, max_rounds=args.max_rounds, version=args.version)
     table = generate(_load_generator(args.model), tok, items, cfg, workers=args.workers, ray_address=args.ray_address,
                      previous=previous, state_dir=args.state_dir)
     table.save(args.out)
