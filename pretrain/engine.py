@@ -19,8 +19,9 @@ training time is spent, so methods can be compared at equal wall-clock budgets (
 ``train.budget_minutes`` caps the whole run, counted from ``started_at`` (the CLI's start: tokenizer, warm-start,
 ID generation, training and validation all count; the final test pass does not). When a stage starts, its training
 time is ``left x e / E``: ``left`` is the budget still unspent minus the after-stage work of the stages still to run
-(ID regeneration, validation, export; each estimated by the longest one seen so far), ``e`` the stage's epochs and
-``E`` the epochs of all stages still to run; with ``train.stage_seconds`` too, the smaller cap applies. A stage
+(validation and export after every stage, ID regeneration after a generator stage; each estimated by the longest
+one recorded so far, the initial ID generation included), ``e`` the stage's epochs and ``E`` the epochs of all
+stages still to run; with ``train.stage_seconds`` too, the smaller cap applies. A stage
 left with no time trains no step and is not validated again. A resumed run counts its budget from its own start.
 
 After each stage the recommender is validated (``zeroshot.harness.evaluate``, template 0) and the best model on
@@ -124,7 +125,6 @@ class Trainer:
         self.softid = SoftIdConfig.from_dict(cfg.get("softid"))
         self.started_at = time.time() if started_at is None else started_at  # the budget counts from here
         self.cli_phases = list(phases or [])  # (name, seconds) of the work before the trainer (tokenizer, warm-start)
-        self.after_stage_seconds = 0.0  # the longest after-stage work seen (budget estimate)
         self._writer = None
         self.text_tokens: dict[str, list[int]] | None = None
         self.user_tokens: dict[str, list[int]] | None = None  # training prompts' user IDs, by history key
@@ -450,7 +450,13 @@ class Trainer:
         if budget is None:
             return None if cap is None else float(cap)
         epochs = [int(self.train_cfg.get("id_epochs" if k == GEN else "rec_epochs", 1)) for _, k in plan[stage_index:]]
-        left = self.started_at + 60.0 * float(budget) - time.time() - self.after_stage_seconds * len(epochs)
+
+        def longest(prefix: str) -> float:
+            return max((sec for name, sec in self.state.get("phases", []) if name.startswith(prefix)), default=0.0)
+
+        after = sum(longest("valid") + longest("export") + (longest("ids") if k == GEN else 0.0)
+                    for _, k in plan[stage_index:])
+        left = self.started_at + 60.0 * float(budget) - time.time() - after
         share = max(0.0, left) * epochs[0] / max(1, sum(epochs))
         share = float(dist.broadcast_object(share))  # every rank stops the stage at the same step
         return share if cap is None else min(float(cap), share)
@@ -499,8 +505,7 @@ class Trainer:
                 except stop.Stop as e:
                     e.saved.append(f"initial IDs in {initial}")
                     raise
-                self.after_stage_seconds = time.perf_counter() - t1
-                self._phase("valid initial", self.after_stage_seconds)
+                self._phase("valid initial", time.perf_counter() - t1)
             position = {"stage_index": 0, "epoch": 0}
         if not any(name in {n for n, _ in self.state.get("phases", [])} for name, _ in self.cli_phases):
             self.state["phases"] = [[n, round(sec, 2)] for n, sec in self.cli_phases] + self.state.get("phases", [])
@@ -526,14 +531,12 @@ class Trainer:
                 totals["samples"] += stats["samples"]
                 totals["samples_per_s"], totals["tokens_per_s"] = stats["samples_per_s"], stats["tokens_per_s"]
             self._phase(f"train {stage_index} ({kind}, round {rnd})", totals["seconds"] - spent)
-            t1 = time.perf_counter()
             try:
                 self._after_stage(stage_index, rnd, kind, totals)
             except stop.Stop as e:  # during ID regeneration or validation: the stage's training is kept
                 self._checkpoint({"stage_index": stage_index, "epoch": epochs, "totals": totals})
                 e.saved.append(f"training checkpoint at the end of stage {stage_index} in {self.out / 'checkpoints'}")
                 raise
-            self.after_stage_seconds = max(self.after_stage_seconds, time.perf_counter() - t1)
             position = {"stage_index": stage_index + 1, "epoch": 0}
             self._checkpoint(position)
         return self._finish(time.perf_counter() - t0)
