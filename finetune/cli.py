@@ -3,7 +3,8 @@
     idgenrec finetune --config configs/standard.yaml --data DIR --out RUN [--resume] [key=value ...]
 
 From scratch (a tokenizer is trained on the dataset's item text + template words into ``RUN/tokenizer``, tiny or
-paper-sized T5s per ``model``) or from a pretrained checkpoint: ``init=CKPT`` (an export folder) takes the
+paper-sized T5s per ``model``; without a generator, one tag-warm-started on the item text into ``RUN/warmstart``, per
+the recipe's ``warmstart`` section) or from a pretrained checkpoint: ``init=CKPT`` (an export folder) takes the
 recommender, generator and tokenizer from it; ``init_lm=LM`` (``idgenrec pretrain lm``) starts both models from the
 language model and takes its tokenizer. Launch with ``torchrun``/``deepspeed`` for several processes.
 ``--resume`` continues from ``RUN/checkpoints/latest`` when it exists and starts fresh otherwise (saying which);
@@ -15,12 +16,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pretrain.cli import add_resume_options
 from genrec.io import OVERWRITE_HELP
+from pretrain.cli import RUN_NOTES, add_resume_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("finetune", help="train recommender + ID generator on one dataset (alternating stages)")
+    p = subparsers.add_parser(
+        "finetune", help="train recommender + ID generator on one dataset (alternating stages)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_NOTES)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.rounds=1")
     p.add_argument("--config", default="standard", help="recipe name in configs/ or a YAML path (default: standard)")
     p.add_argument("--data", type=Path, required=True, help="a prepared dataset folder (idgenrec data prepare/synth)")
@@ -49,7 +52,7 @@ def apply_init(cfg: dict[str, Any]) -> None:
 
 def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
     """The configured tokenizer, or one trained on ``dataset`` into ``RUN/tokenizer`` (rank 0; reused on resume)."""
-    from genrec import dist
+    from genrec import stop
     from genrec.prompts import template_words
     from tokenization.spm import load_tokenizer, train_tokenizer
 
@@ -57,25 +60,32 @@ def tokenizer_for(cfg: dict[str, Any], dataset, out: Path):
     if tok_cfg.get("path"):
         return load_tokenizer(tok_cfg["path"])
     folder = out / "tokenizer"
-    if dist.is_main() and not folder.exists():
-        templates = (cfg.get("prompt") or {}).get("templates")
-        train_tokenizer([it.text for it in dataset.items.values()], folder, int(tok_cfg.get("vocab_size", 32128)),
-                        extra_texts=template_words(templates))
-    dist.barrier()
+
+    def train() -> None:
+        if not folder.exists():
+            templates = (cfg.get("prompt") or {}).get("templates")
+            train_tokenizer([it.text for it in dataset.items.values()], folder, int(tok_cfg.get("vocab_size", 32128)),
+                            extra_texts=template_words(templates), extra_ids=int(tok_cfg.get("extra_ids", 0)))
+
+    stop.main_only(train)
     tok_cfg["path"] = str(folder)
     return load_tokenizer(folder)
 
 
 def run(args: argparse.Namespace) -> int:
-    from genrec.dataset import Dataset
+    import time
+
     from genrec import dist
+    from genrec.dataset import Dataset
     from genrec.io import OutputDir
+    from idgen.warmstart import ensure_generator
     from pretrain.cli import check_resume
     from pretrain.engine import RUN_ENTRIES, Trainer
-    from pretrain.recipe import checked_config
     from pretrain.lm import apply_init_lm
+    from pretrain.recipe import checked_config
     from pretrain.sources import LeaveOneOutSource
 
+    started = time.time()
     run_dir = OutputDir(args.out, "finetune", args.overwrite, resume=bool(args.resume))  # refuses before any work
     cfg = checked_config(args.config, args.overrides)
     check_resume(args.resume, args.out)
@@ -87,31 +97,38 @@ def run(args: argparse.Namespace) -> int:
     if dist.is_main():
         run_dir.claim(RUN_ENTRIES)
     dist.barrier()
+    phases: list[tuple[str, float]] = []
+    t0 = time.perf_counter()
     tokenizer = tokenizer_for(cfg, dataset, args.out)
+    phases.append(("tokenizer", time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    ensure_generator(cfg, [it.text for it in dataset.items.values()], args.out, args.resume)
+    phases.append(("warm-start", time.perf_counter() - t0))
     data = cfg.get("data") or {}
     source = LeaveOneOutSource(dataset, int(data.get("max_history", 20)), data.get("prefixes_per_user"))
-    summary = Trainer(cfg, source, args.out, tokenizer=tokenizer, eval_dataset=dataset, resume=bool(args.resume)).fit()
-    if not dist.is_main():
-        return 0
-    if summary.get("preempted"):
-        print(f"stopped by a signal after a checkpoint; continue with --resume (run folder {args.out})")
-    else:
-        print(result_table(summary, dataset.name, cfg))
-        print(f"finetune done in {summary['wall_seconds']:.0f}s; export in {args.out / 'export'}, "
+    summary = Trainer(cfg, source, args.out, tokenizer=tokenizer, eval_dataset=dataset, resume=bool(args.resume),
+                      started_at=started, phases=phases).fit()
+    if dist.is_main():
+        print(result_table(summary, dataset, cfg))
+        print(f"finetune done in {time.time() - started:.0f}s; export in {args.out / 'export'}, "
               f"results in {args.out / 'summary.json'}")
     return 0
 
 
-def result_table(summary: dict[str, Any], dataset: str, cfg: dict[str, Any]) -> str:
-    """The selected model's validation row (the stage the export comes from) and its test row."""
-    from zeroshot.harness import eval_settings, format_table, metric_names
+def result_table(summary: dict[str, Any], dataset, cfg: dict[str, Any]) -> str:
+    """The selected model's validation row (the stage the export comes from), its test row and popularity scored
+    on the same test users."""
+    from zeroshot.harness import eval_settings, format_table, metric_names, popularity_metrics
 
     rows = []
     best = summary.get("best")
     if best:
-        chosen = next(s for s in summary["stages"] if (s["round"], s["stage"]) == (best["round"], best["stage"]))
-        rows.append({"method": f"valid (round {best['round']}, {best['stage']} stage)", "dataset": dataset,
-                     **chosen["valid"]})
+        chosen = next((s for s in summary["stages"] if (s["round"], s["stage"]) == (best["round"], best["stage"])), None)
+        if chosen is not None:
+            rows.append({"method": f"valid (round {best['round']}, {best['stage']} stage)", "dataset": dataset.name,
+                         **chosen["valid"]})
     if summary.get("test"):
-        rows.append({"method": "test (the export)", "dataset": dataset, **summary["test"]})
+        rows.append({"method": "test (the export)", "dataset": dataset.name, **summary["test"]})
+        rows.append({"method": "popularity (test)", "dataset": dataset.name,
+                     **popularity_metrics(dataset, "test", cfg)})
     return format_table(rows, metric_names(eval_settings(cfg)["ks"]))

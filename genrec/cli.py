@@ -5,6 +5,7 @@ import argparse
 import importlib
 import importlib.metadata
 import logging
+import os
 import sys
 
 # (module, what it registers). Modules import heavy libraries (torch, ray) lazily inside their handlers.
@@ -54,14 +55,20 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet.setup(args.verbose)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from . import stop
     from .io import DataError
     from .schema import ConfigError
 
+    stop.install()
     try:
         return int(args.func(args) or 0)
     except (DataError, ConfigError) as e:
         print(f"idgenrec: error: {e}", file=sys.stderr)
         return 2
+    except stop.Stop as e:  # a stop signal: what can be resumed is saved; one line, no traceback
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"idgenrec: {stop.message(e)}", file=sys.stderr, flush=True)
+        return stop.exit_code(e.signum)
 
 
 if __name__ == "__main__":

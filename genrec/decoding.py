@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from .precision import autocast
+from . import stop
 from .t5step import T5StepDecoder, encode
 from .trie import PrefixTrie
 
@@ -240,7 +241,8 @@ def rank_prompts(
     devices). A search step is a few hundred small operations that gain little from a second core, so two batches
     side by side use two cores better than one batch spread over both (``bench/eval_throughput.py``). Each batch is
     decoded on its own, so the rankings do not depend on ``workers``. ``dtype``: compute precision of the forward
-    passes (each decoding thread enters its own autocast context).
+    passes (each decoding thread enters its own autocast context). After a stop signal (``genrec.stop``) the
+    remaining batches are skipped and their rankings left empty: the caller must check for the stop.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -258,6 +260,8 @@ def rank_prompts(
     bar = tqdm(total=len(prompts), desc="decode", unit="user", disable=not progress)
 
     def decode(idx: list[int]) -> None:
+        if stop.requested() is not None:  # the caller checks (genrec.stop.check_all) and stops
+            return
         ids, mask = pad_batch([prompts[i] for i in idx], trie.pad_token_id, device)
         ranked = constrained_beam_search(
             model, ids, mask, trie, num_beams=num_beams, k=k, length_penalty=length_penalty,

@@ -26,7 +26,7 @@ def generate(
     """The IdTable of ``items`` (key -> plain text, or anything with a ``.text``) by Algorithm 1.
 
     ``workers`` > 0 or a ``ray_address`` shards the work over Ray actors (same table as one process; ``state_dir``
-    keeps their registry's log, so a rerun resumes); ``previous`` adds the churn against an earlier table to the
+    keeps their registry's log, in one process the claims saved on a stop, so a rerun resumes); ``previous`` adds the churn against an earlier table to the
     report.
     """
     cfg = cfg if isinstance(cfg, IdGenConfig) else IdGenConfig.from_dict(cfg)
@@ -38,7 +38,7 @@ def generate(
                                 previous=previous, state_dir=state_dir, progress=progress)
     from .algorithm import generate_ids
 
-    return generate_ids(model, tokenizer, texts, cfg, previous=previous, progress=progress)
+    return generate_ids(model, tokenizer, texts, cfg, previous=previous, progress=progress, state_dir=state_dir)
 
 
 def generate_from_section(
@@ -49,6 +49,7 @@ def generate_from_section(
     version: int | None = None,
     previous: IdTable | None = None,
     progress: bool = True,
+    state_dir: str | None = None,
 ) -> IdTable:
     """:func:`generate` driven by a recipe's ``idgen`` section: Algorithm 1 settings plus where to run it
     (``workers``, ``ray_address``), so trainer, harness and demo read a recipe the same way."""
@@ -58,4 +59,4 @@ def generate_from_section(
     if version is not None:
         settings["version"] = version
     return generate(model, tokenizer, items, settings, workers=workers, ray_address=ray_address, previous=previous,
-                    progress=progress)
+                    progress=progress, state_dir=state_dir)

@@ -40,7 +40,8 @@ def register(subparsers) -> None:
                    help="Ray runs: keep the registry log here; rerunning with the same folder resumes (default: temporary)")
     g.add_argument("--batch-size", type=int, default=64, help="items per forward pass")
     g.add_argument("--max-text-tokens", type=int, default=256, help="item text truncation (default %(default)s)")
-    g.add_argument("--max-windows", type=int, default=5, help="length windows tried before failing")
+    g.add_argument("--max-windows", type=int, default=5, help="length windows tried before the last resort (idgen.algorithm) names the rest")
+    g.add_argument("--max-rounds", type=int, default=None, help="rounds before the last resort names every item still pending")
     g.add_argument("--version", type=int, default=0, help="training round stored in the table")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="forward-pass precision (genrec.precision; auto: bf16 where the hardware runs it natively)")
@@ -115,11 +116,12 @@ def generate_cmd(args: argparse.Namespace) -> int:
     items = {k: it.text for k, it in read_item_text(Path(args.data) / "item_plain_text.txt").items()}
     previous = IdTable.load(args.previous) if args.previous else None
     cfg = IdGenConfig(batch_size=args.batch_size, max_text_tokens=args.max_text_tokens,
-                      max_windows=args.max_windows, version=args.version, precision=args.precision)
+                      max_windows=args.max_windows, max_rounds=args.max_rounds, version=args.version,
+                      precision=args.precision)
     table = generate(_load_generator(args.model), tok, items, cfg, workers=args.workers, ray_address=args.ray_address,
                      previous=previous, state_dir=args.state_dir)
     table.save(args.out)
     rep = table.report
     print(f"{rep['items']} IDs -> {args.out}: {rep['second_try_pct']:.2f}% needed a second try, "
-          f"{rep['longer_window_pct']:.2f}% a longer window" + (f", churn {rep['churn']:.2%}" if "churn" in rep else ""))
+          f"{rep['longer_window_pct']:.2f}% a longer window, items by level {rep['items_by_level']}" + (f", churn {rep['churn']:.2%}" if "churn" in rep else ""))
     return 0

@@ -14,7 +14,8 @@ class IdGenConfig:
     groups: int = 10  # k: diverse beam search groups of one beam = candidates per try
     lambda_max: int = 10  # tries per length window (lambda = 1 .. lambda_max)
     window: int = 10  # width of the length windows [1, 10), [10, 20), ...
-    max_windows: int = 5  # bound: fail, naming the items, after this many windows
+    max_windows: int = 5  # bound: after this many windows the last resort names the items still pending
+    max_rounds: int | None = None  # bound on rounds (None: max_tries): then the last resort names all items pending
     max_text_tokens: int = 256  # item text truncation
     batch_size: int = 64  # items per forward pass (never changes the result)
     normalize: str = "words"  # "words": lowercase \w+ words joined by spaces (the reference); "strip": whitespace only

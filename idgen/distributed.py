@@ -28,7 +28,7 @@ from typing import Any
 import ray
 from tqdm.auto import tqdm
 
-from genrec import quiet
+from genrec import quiet, stop
 from genrec.io import atomic_write
 
 from .algorithm import ClaimBook, chunks, propose
@@ -36,7 +36,7 @@ from .config import IdGenConfig
 from .idtable import IdTable
 
 LOG_FILE = "registry.jsonl"
-KEYS_FILE = "keys.json"
+KEYS_FILE = "texts.json"
 RETRY = {"max_restarts": -1, "max_task_retries": -1}  # the registry comes back, calls are retried (claims are idempotent)
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 class Registry:
     """The set of taken IDs and every item's state; decides claims. State is rebuilt from its log on restart."""
 
-    def __init__(self, keys_path: str, cfg: dict[str, Any], log_path: str):
-        keys = json.loads(Path(keys_path).read_text(encoding="utf-8"))
-        self.book = ClaimBook(keys, IdGenConfig.from_dict(cfg))
+    def __init__(self, texts_path: str, cfg: dict[str, Any], log_path: str):
+        texts = json.loads(Path(texts_path).read_text(encoding="utf-8"))  # key -> text (the last resort reads it)
+        self.book = ClaimBook(texts, IdGenConfig.from_dict(cfg), texts)
         self.log_path = Path(log_path)
         if self.log_path.exists():
             with open(self.log_path, encoding="utf-8") as f:
@@ -148,10 +148,15 @@ class RayIdGenerator:
 
     def __init__(self, model, tokenizer, workers: int = 2, ray_address: str | None = None):
         self.started = _init_ray(workers, ray_address)
+        stop.install()  # Ray's core worker installs its own SIGTERM handler (abort); stop signals stay ours
         self.workers = workers
         gpus = ray.cluster_resources().get("GPU", 0)
         self.num_gpus = min(1.0, gpus / workers) if gpus else 0
-        replica = copy.deepcopy(model).cpu().eval()
+        # a fresh module with the weights only: a training engine's module carries hooks that hold its process
+        # group, which cannot be pickled
+        replica = type(model)(copy.deepcopy(model.config))
+        replica.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        replica.eval()
         self.model_ref, self.tok_ref = ray.put(replica), ray.put(tokenizer)  # held here for replacements
         self.actors = [self._start() for _ in range(workers)]
         ray.get([a.ready.remote() for a in self.actors])
@@ -199,7 +204,7 @@ class RayIdGenerator:
         owner = {k: i % self.workers for i, batch in enumerate(chunks(keys, cfg.batch_size)) for k in batch}
         settings = cfg.to_dict()
         with atomic_write(state / KEYS_FILE) as f:
-            json.dump(keys, f)
+            json.dump({k: items[k] for k in keys}, f)
         registry = Registry.options(name=f"idgen-registry-{uuid.uuid4().hex[:8]}", **RETRY).remote(
             str(state / KEYS_FILE), settings, str(state / LOG_FILE))
         self._forget_all()
@@ -221,7 +226,10 @@ class RayIdGenerator:
                 bar.total += len(pending)
                 bar.refresh()
                 while calls:
-                    done, _ = ray.wait(list(calls), num_returns=1)
+                    stop.check()
+                    done, _ = ray.wait(list(calls), num_returns=1, timeout=0.5)
+                    if not done:
+                        continue
                     w, actor, batch = calls.pop(done[0])
                     try:
                         ray.get(done[0])
@@ -237,6 +245,10 @@ class RayIdGenerator:
                 round_ += 1
                 bar.set_postfix(round=round_, pending=len(pending))
             return ray.get(registry.table.remote(previous))
+        except stop.Stop as e:
+            if not own_dir:
+                e.saved.append(f"ID generation claims (registry log) in {state / LOG_FILE}")
+            raise
         finally:
             bar.close()
             ray.kill(registry)

@@ -26,11 +26,23 @@ USAGE = """
   idgenrec pretrain lm --dataset NAME=DIR [--dataset NAME=DIR ...] --out LM [--config RECIPE] [--resume] [key=value ...]"""
 
 
+# budgets and stops, shown by `idgenrec pretrain --help` and `idgenrec finetune --help`
+RUN_NOTES = """budgets (any recipe; key=value overrides):
+  train.budget_minutes=M  cap the run at M minutes from its start: tokenizer, warm-start, ID generation, training
+                          and validation count (the final test does not); the training stages share what is left
+  eval.test_users=N       test a fixed random sample of N users (a first look: NOT comparable to full-test numbers)
+  warmstart.steps=0       no tag warm-start of a fresh generator (warmstart.minutes=M: its time budget)
+
+stops: SIGTERM (exit 143), SIGINT (130) and SIGUSR1 (138) end the run within seconds in any phase after saving
+what can be resumed; the same command with --resume continues."""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain", usage=USAGE, help="Fusion corpus building and foundation pretraining",
         description="Build the Fusion corpus (first form), pretrain on it (second form), or pretrain a language "
                     "model on item text (third form, 'lm').",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_NOTES,
     )
     p.add_argument("words", nargs="*", metavar="build-corpus | lm | key=value",
                    help="'build-corpus' or 'lm' selects a form; the rest are config overrides, e.g. train.rounds=1")
@@ -145,12 +157,9 @@ def lm_command(args: argparse.Namespace) -> int:
     summary = train_lm(datasets, args.out, cfg, resume=args.resume)
     if not dist.is_main():
         return 0
-    if summary.get("preempted"):
-        print(f"stopped by a signal; continue with --resume (checkpoint in {args.out / 'checkpoints'})")
-    else:
-        valid = (summary["stages"][-1].get("valid") or {}) if summary.get("stages") else {}
-        loss = f"; held-out loss {valid['loss']:.3f}" if "loss" in valid else ""
-        print(f"language pretraining done in {summary['wall_seconds']:.0f}s{loss}; LM in {args.out / MODEL_DIR}")
+    valid = (summary["stages"][-1].get("valid") or {}) if summary.get("stages") else {}
+    loss = f"; held-out loss {valid['loss']:.3f}" if "loss" in valid else ""
+    print(f"language pretraining done in {summary['wall_seconds']:.0f}s{loss}; LM in {args.out / MODEL_DIR}")
     return 0
 
 
@@ -163,46 +172,20 @@ def validation_users(users: dict[str, list[str]], n: int, seed: int) -> dict[str
 
 def corpus_tokenizer(dataset, out: Path, cfg: dict) -> Path:
     """Train the SentencePiece tokenizer on the corpus item text on rank 0 (kept when ``out`` exists, e.g. on resume)."""
-    from genrec import dist
+    from genrec import dist, stop
     from genrec.prompts import template_words
     from tokenization.spm import train_tokenizer
 
     dist.init()
-    if dist.is_main() and not out.exists():
-        templates = (cfg.get("prompt") or {}).get("templates")
-        train_tokenizer([it.text for it in dataset.items.values()], out, int(cfg["tokenizer"].get("vocab_size", 32128)),
-                        extra_texts=template_words(templates))
-    dist.barrier()
-    return out
 
+    def train() -> None:
+        if not out.exists():
+            templates = (cfg.get("prompt") or {}).get("templates")
+            train_tokenizer([it.text for it in dataset.items.values()], out,
+                            int(cfg["tokenizer"].get("vocab_size", 32128)), extra_texts=template_words(templates),
+                            extra_ids=int(cfg["tokenizer"].get("extra_ids", 0)))
 
-def warm_generator(dataset, tokenizer_dir: Path, out: Path, cfg: dict, warm: dict) -> Path:
-    """Tag warm-start (``idgen.warmstart``) of the generator on the corpus item text, on rank 0.
-
-    A randomly initialised generator cannot give items unique IDs, let alone name unseen items; the paper starts
-    from a tag-generation T5. Starts from ``warm["init"]`` (e.g. the language model, ``init_lm``) when given, else
-    from a fresh ``model.generator``. Kept when ``out`` exists (resume).
-    """
-    import torch
-
-    from genrec import dist
-    from genrec.io import atomic_dir
-    from genrec.modeling import load_t5, model_from_config
-    from idgen.warmstart import WarmstartConfig, warmstart
-    from tokenization.spm import load_tokenizer
-
-    dist.init()
-    if dist.is_main() and not out.exists():
-        tokenizer = load_tokenizer(tokenizer_dir)
-        torch.manual_seed(int(cfg.get("seed", 0)) + 1)
-        warm = dict(warm)
-        start = warm.pop("init", None)
-        model = load_t5(start) if start else model_from_config(cfg["model"]["generator"], len(tokenizer))
-        warmstart(model, tokenizer, [it.text for it in dataset.items.values()],
-                  WarmstartConfig(**{"seed": int(cfg.get("seed", 0)), **warm}))
-        with atomic_dir(out) as tmp:
-            model.save_pretrained(str(tmp), safe_serialization=True)
-    dist.barrier()
+    stop.main_only(train)
     return out
 
 
@@ -228,9 +211,12 @@ def corpus_lm(dataset, out: Path, cfg: dict, stage: dict, resume: bool) -> Path:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    import time
+
     from genrec import dist
     from genrec.dataset import Dataset
     from genrec.io import OutputDir
+    from idgen.warmstart import ensure_generator
 
     from .corpus import load_corpus_info
     from .engine import RUN_ENTRIES, Trainer
@@ -238,6 +224,7 @@ def train_command(args: argparse.Namespace) -> int:
     from .recipe import checked_config
     from .shards import ShardSource
 
+    started = time.time()
     run_dir = OutputDir(args.out, "pretrain", args.overwrite, resume=bool(args.resume))  # refuses before any work
     cfg = checked_config(args.config or "foundation", args.words)
     check_resume(args.resume, args.out)
@@ -261,22 +248,21 @@ def train_command(args: argparse.Namespace) -> int:
         cfg["init_lm"] = str(corpus_lm(source.dataset, args.out / "lm", cfg, lm_stage, args.resume))
     apply_init_lm(cfg)
     tok = cfg.setdefault("tokenizer", {})
+    phases: list[tuple[str, float]] = []
+    t0 = time.perf_counter()
     if not tok.get("path"):
         tok["path"] = str(corpus_tokenizer(source.dataset, args.out / "tokenizer", cfg))
-    generator = cfg.setdefault("model", {}).setdefault("generator", {})
-    warm = dict(cfg.get("warmstart") or {})
-    if (warm.get("init") or not generator.get("init")) and int(warm.get("steps", 0)) > 0:
-        generator["init"] = str(warm_generator(source.dataset, Path(tok["path"]), args.out / "warmstart", cfg, warm))
+    phases.append(("tokenizer", time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    ensure_generator(cfg, [it.text for it in source.dataset.items.values()], args.out, args.resume)
+    phases.append(("warm-start", time.perf_counter() - t0))
     valid_n = int((cfg.get("pretrain") or {}).get("valid_users", 0))
     eval_dataset = None
     if valid_n >= 0:
         users = validation_users(source.dataset.users, valid_n, int(cfg.get("seed", 0)))
         eval_dataset = Dataset(source.dataset.items, users, source.dataset.name)
-    summary = Trainer(cfg, source, args.out, eval_dataset=eval_dataset, resume=bool(args.resume)).fit()
-    if not dist.is_main():
-        return 0
-    if summary.get("preempted"):
-        print(f"stopped by a signal; continue with --resume (checkpoint in {args.out / 'checkpoints'})")
-    else:
-        print(f"pretraining done in {summary['wall_seconds']:.0f}s; export in {args.out / 'export'}")
+    Trainer(cfg, source, args.out, eval_dataset=eval_dataset, resume=args.resume, started_at=started,
+            phases=phases).fit()
+    if dist.is_main():
+        print(f"pretraining done in {time.time() - started:.0f}s; export in {args.out / 'export'}")
     return 0

@@ -19,6 +19,13 @@ Schedule: ``train.rounds`` rounds of the stages in ``train.order`` (default ``[g
 
 ``train.stage_seconds`` (seconds, or ``{recommender: s, generator: s}``) ends a stage's epochs once that much
 training time is spent, so methods can be compared at equal wall-clock budgets (``bench/quality.py``).
+``train.budget_minutes`` caps the whole run, counted from ``started_at`` (the CLI's start: tokenizer, warm-start,
+ID generation, training and validation all count; the final test pass does not). When a stage starts, its training
+time is ``left x e / E``: ``left`` is the budget still unspent minus the after-stage work of the stages still to run
+(validation and export after every stage, ID regeneration after a generator stage; each estimated by the longest
+one recorded so far, the initial ID generation included), ``e`` the stage's epochs and ``E`` the epochs of all
+stages still to run; with ``train.stage_seconds`` too, the smaller cap applies. A stage
+left with no time trains no step and is not validated again. A resumed run counts its budget from its own start.
 
 Each stage warms up and decays its learning rate over its planned steps or its time cap (``pretrain.optim``:
 ``optim.<model>.schedule``, ``warmup_steps``, ``min_lr_ratio``); norms, biases and embeddings get no weight decay.
@@ -44,8 +51,10 @@ times: an epoch ends for all ranks as soon as one rank has no batch left (one al
 item keys only; prompts are rendered at load time with the *current* IdTable (``pretrain.batching``).
 
 Checkpoints (``pretrain.checkpoint``) are written every ``train.checkpoint_every`` optimizer steps, at stage ends,
-and when SIGTERM/SIGUSR1 arrives (the flag is OR-reduced across ranks so all ranks stop at the same step; the run
-then exits cleanly). ``resume=True`` continues from ``RUN/checkpoints/latest`` when present — exactly: same
+and when a stop signal arrives (``genrec.stop``; the flag is OR-reduced across ranks so all ranks stop at the same
+step): during training at the next step, during ID regeneration (with the claims so far, ``RUN/idgen/``) and
+validation at the stage end, then :class:`genrec.stop.Stop` propagates to the CLI. Each phase's wall time is
+recorded in ``summary.json`` (``phase_seconds``). ``resume=True`` continues from ``RUN/checkpoints/latest`` when present — exactly: same
 batches, same dropout masks, same optimizer state.
 """
 from __future__ import annotations
@@ -53,6 +62,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -62,7 +72,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from genrec import dist
+from genrec import dist, stop
 from genrec.config import merge
 from genrec.dataset import Dataset
 from genrec.io import atomic_write
@@ -82,8 +92,8 @@ log = logging.getLogger(__name__)
 
 REC, GEN = "recommender", "generator"
 # A run folder's top-level entries: the Trainer's, plus the tokenizer and generator warm-start the CLIs put there.
-RUN_ENTRIES = ["config.yaml", "tb", "idtables", "checkpoints", "losses.jsonl", "export", "summary.json", "tokenizer",
-               "warmstart"]
+RUN_ENTRIES = ["config.yaml", "tb", "idtables", "idgen", "checkpoints", "losses.jsonl", "export", "summary.json", "tokenizer",
+               "warmstart", "warmstart.state.pt"]
 LM = "lm"  # language pretraining (pretrain.lm): trains the recommender engine on span corruption
 EPOCHS_KEY = {REC: "rec_epochs", GEN: "id_epochs", LM: "lm_epochs"}
 
@@ -92,10 +102,6 @@ def new_clock(valid_every: float | None = None) -> dict[str, Any]:
     """The run's training clock (checkpointed in the trainer state): training seconds (validation and ID generation
     excluded) and samples so far, the loss sum since the last validation point, and when the next point is due."""
     return {"seconds": 0.0, "samples": 0, "loss_sum": 0.0, "loss_steps": 0, "next_valid": float(valid_every or 0.0)}
-
-
-class Preempted(Exception):
-    """A stop signal arrived; a checkpoint has been written on all ranks."""
 
 
 def schedule(cfg: dict[str, Any]) -> list[tuple[int, str]]:
@@ -126,6 +132,8 @@ class Trainer:
         tokenizer=None,
         eval_dataset: Dataset | None = None,
         resume: bool = False,
+        started_at: float | None = None,
+        phases: list[tuple[str, float]] | None = None,
     ):
         self.cfg = cfg
         self.source = source
@@ -140,8 +148,9 @@ class Trainer:
         self.train_cfg = cfg.get("train", {})
         self.seed = int(cfg.get("seed", 0))
         self.softid = SoftIdConfig.from_dict(cfg.get("softid"))
-        self._stop_flag = False
         self.lm_only = [k for _, k in schedule(cfg)][:1] == [LM]  # language pretraining: one engine, no IDs
+        self.started_at = time.time() if started_at is None else started_at  # the budget counts from here
+        self.cli_phases = list(phases or [])  # (name, seconds) of the work before the trainer (tokenizer, warm-start)
         self._writer = None
         self.text_tokens: dict[str, list[int]] | None = None
         self.user_tokens: dict[str, list[int]] | None = None  # training prompts' user IDs, by history key
@@ -197,14 +206,6 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.out / "tb"))
-
-    def _install_signals(self) -> None:
-        def flag(signum, frame):
-            log.warning("rank %d: signal %d, checkpointing at the next step", self.rank, signum)
-            self._stop_flag = True
-
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, flag)
 
     # ---------------------------------------------------------------- helpers
 
@@ -267,19 +268,27 @@ class Trainer:
     # ---------------------------------------------------------------- IDs
 
     def _generate_ids(self, version: int, previous: IdTable | None = None) -> IdTable:
-        """Algorithm 1 with the current generator (on rank 0, Ray when configured), broadcast to all ranks."""
+        """Algorithm 1 with the current generator (on rank 0, Ray when configured), broadcast to all ranks.
+
+        A stop keeps the claims so far in ``RUN/idgen/v{version}``; the resumed run continues from them."""
         from idgen import generate_from_section
 
         model = self._plain(GEN)
-        table = None
-        if dist.is_main():
+
+        def run() -> IdTable:
             was = model.training
             model.eval()
             items = {k: it.text for k, it in self.source.items.items()}
-            table = generate_from_section(model, self.tokenizer, items, idgen_section(self.cfg), version=version,
-                                          previous=previous)
-            model.train(was)
-        return dist.broadcast_object(table)
+            try:
+                return generate_from_section(model, self.tokenizer, items, idgen_section(self.cfg), version=version,
+                                             previous=previous, state_dir=str(self.out / "idgen" / f"v{version}"))
+            finally:
+                model.train(was)
+
+        t0 = time.perf_counter()
+        table = stop.main_only(run)
+        self._phase(f"ids v{version}", time.perf_counter() - t0)
+        return table
 
     def _initial_ids(self) -> IdTable:
         ids = self.cfg.get("ids", {})
@@ -341,8 +350,9 @@ class Trainer:
                 f.write(json.dumps({"step": self.global_step, "stage": kind, "loss": loss}) + "\n")
 
     def _run_epoch(self, stage_index: int, kind: str, epoch: int, resume_pos: dict | None,
-                   time_left: float | None = None) -> dict[str, float]:
-        """One epoch of one stage, cut short after ``time_left`` seconds; returns throughput numbers."""
+                   time_left: float | None = None, totals: dict[str, float] | None = None) -> dict[str, float]:
+        """One epoch of one stage, cut short after ``time_left`` seconds; returns throughput numbers. ``totals`` (the
+        stage's earlier epochs) goes into mid-epoch checkpoints."""
         t = self.train_cfg
         engine = self.engines[REC if kind == LM else kind]
         renderer = None if kind == LM else self._renderer()
@@ -390,21 +400,24 @@ class Trainer:
                 self._scalar(f"throughput/{kind}_tokens_per_s", tokens * self.world / dt)
             if steps % gas:
                 continue
-            stop = dist.any_true(self._stop_flag)
+            stopping = dist.any_true(stop.requested() is not None)
             point = self._point_due()
             due = every and self.global_step % (every * gas) == 0
             if point:  # validation time is not training time: the clocks skip it
                 paused = time.perf_counter()
                 self._validate_point(kind)
                 start += time.perf_counter() - paused
-            if stop or due or point:
+            if stopping or due or point:
                 self.stage["seconds"] = stage_base + time.perf_counter() - start
                 pos = {"stage_index": stage_index, "epoch": epoch, "batches_pos": batches.position, "steps": steps,
-                       "stage_steps": self.stage["steps"], "stage_seconds": self.stage["seconds"]}
+                       "stage_steps": self.stage["steps"], "stage_seconds": self.stage["seconds"],
+                       "totals": totals or {}}
                 self._checkpoint(pos)
-            if stop:
+            if stopping:
                 bar.close()
-                raise Preempted()
+                err = stop.Stop(stop.requested() or signal.SIGTERM)
+                err.saved.append(f"training checkpoint at step {self.global_step} in {self.out / 'checkpoints'}")
+                raise err
         bar.close()
         self.engines[REC].module.requires_grad_(True)
         dt = time.perf_counter() - start
@@ -434,12 +447,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- schedule
 
-    def _begin_stage(self, stage_index: int, rnd: int, kind: str, epochs: int, cap: float | None,
-                     resume_pos: dict | None) -> None:
-        """The stage's clock (restored mid-stage on resume) and its planned optimizer steps (``pretrain.optim``)."""
+    def _begin_stage(self, plan: list[tuple[int, str]], stage_index: int, epochs: int, resume_pos: dict | None) -> None:
+        """The stage's clock (restored mid-stage on resume), its time cap (:meth:`_stage_cap`) and its planned
+        optimizer steps (``pretrain.optim``)."""
+        rnd, kind = plan[stage_index]
         pos = resume_pos or {}
-        self.stage = {"round": rnd, "kind": kind, "steps": int(pos.get("stage_steps", 0)),
-                      "seconds": float(pos.get("stage_seconds", 0.0)), "cap": cap, "planned": None}
+        seconds = float(pos.get("stage_seconds", 0.0))
+        self.stage = {"round": rnd, "kind": kind, "steps": int(pos.get("stage_steps", 0)), "seconds": seconds,
+                      "cap": self._stage_cap(plan, stage_index, seconds), "planned": None}
         name = REC if kind == LM else kind
         if self.lr_schedules[name].schedule == "constant":
             return
@@ -527,22 +542,33 @@ class Trainer:
         model.train(was)
         return {k: v if k == "users" else float(v) for k, v in result.items() if isinstance(v, (int, float))}
 
-    def _after_stage(self, rnd: int, kind: str, stats: dict[str, float]) -> None:
+    def _after_stage(self, stage_index: int, rnd: int, kind: str, stats: dict[str, float]) -> None:
+        """New IDs after a generator stage, validation, export of the best model. A stage that trained no step
+        (budget spent) changed nothing: its IDs and validation would repeat the previous ones, so both are skipped."""
         entry: dict[str, Any] = {"round": rnd, "stage": kind, **stats}
         if kind == LM:
             self._after_lm_stage(entry)
             return
-        if kind == GEN:
+        trained = stats.get("steps", 0) > 0
+        if kind == GEN and trained and self.state.get("ids_for_stage") != stage_index:
             previous = self.idtable
             self.idtable = self._generate_ids(previous.version + 1, previous)
             self.user_tokens = None
             self.state.pop("train_user_ids", None)
-            entry["churn"] = self.idtable.churn(previous)
-            self._scalar("ids/churn", entry["churn"])
+            self.state.update(ids_for_stage=stage_index, churn=self.idtable.churn(previous))
+            self._scalar("ids/churn", self.state["churn"])
             self._save_idtable(f"round-{self.idtable.version}")
             if dist.is_main():
-                log.info("round %d: ID churn %.3f", rnd, entry["churn"])
+                log.info("round %d: ID churn %.3f", rnd, self.state["churn"])
+        if kind == GEN and "churn" in self.state:
+            entry["churn"] = self.state.pop("churn")
+        if not trained and self.state.get("best") is not None:
+            entry["valid"] = {}
+            self.state.setdefault("stages", []).append(entry)
+            return
+        t0 = time.perf_counter()
         metrics = self._evaluate("valid")
+        self._phase(f"valid {stage_index} ({kind}, round {rnd})", time.perf_counter() - t0)
         for k, v in metrics.items():
             self._scalar(f"valid/{k}", v)
         entry["valid"] = metrics
@@ -580,21 +606,52 @@ class Trainer:
         dist.barrier()
         self.state.setdefault("stages", []).append(entry)
 
+    def _phase(self, name: str, seconds: float) -> None:
+        """Record a phase's wall time (``summary.json`` ``phase_seconds``; kept in the checkpoint across resumes)."""
+        self.state.setdefault("phases", []).append([name, round(seconds, 2)])
+        if dist.is_main():
+            log.info("phase %s: %.1fs", name, seconds)
+
+    def _stage_cap(self, plan: list[tuple[int, str]], stage_index: int, spent: float = 0.0) -> float | None:
+        """Training seconds of stage ``stage_index`` in all (``spent`` of them before a resume):
+        ``train.stage_seconds`` and/or ``spent`` plus its share of what is left of the budget."""
+        kind = plan[stage_index][1]
+        cap = self.train_cfg.get("stage_seconds")  # training seconds per stage: a number, or per stage kind
+        cap = cap.get(kind) if isinstance(cap, dict) else cap
+        budget = self.train_cfg.get("budget_minutes")
+        if budget is None:
+            return None if cap is None else float(cap)
+        epochs = [int(self.train_cfg.get(EPOCHS_KEY[k], 1)) for _, k in plan[stage_index:]]
+
+        def longest(prefix: str) -> float:
+            return max((sec for name, sec in self.state.get("phases", []) if name.startswith(prefix)), default=0.0)
+
+        after = sum(longest("valid") + longest("export") + (longest("ids") if k == GEN else 0.0)
+                    for _, k in plan[stage_index:])
+        left = self.started_at + 60.0 * float(budget) - time.time() - after
+        share = max(0.0, left) * epochs[0] / max(1, sum(epochs))
+        share = spent + float(dist.broadcast_object(share))  # every rank stops the stage at the same step
+        return share if cap is None else min(float(cap), share)
+
     def _export(self) -> None:
         from .export import export
 
+        t0 = time.perf_counter()
         rec, gen = self._plain(REC), self._plain(GEN)
         if dist.is_main():
             export(self.out / "export", rec, gen, self.tokenizer, self.idtable, self.cfg)
         dist.barrier()
+        self._phase("export", time.perf_counter() - t0)
 
     # ---------------------------------------------------------------- fit
 
     def fit(self) -> dict[str, Any]:
-        """Run (or continue) the schedule; returns the summary (also written to ``RUN/summary.json``)."""
+        """Run (or continue) the schedule; returns the summary (also written to ``RUN/summary.json``).
+
+        A stop signal raises :class:`genrec.stop.Stop` once a checkpoint is written (``Stop.saved`` says where)."""
         t0 = time.perf_counter()
         self.setup()
-        self._install_signals()
+        stop.install()
         plan = schedule(self.cfg)
         position: dict[str, Any] | None = None
         if self.resume and checkpoint.exists(self.out):
@@ -610,48 +667,62 @@ class Trainer:
         else:
             if self.resume and dist.is_main():
                 log.info("resume: no checkpoint in %s, starting fresh", self.out / "checkpoints")
+            if not self.resume and dist.is_main():  # claims of an earlier run's ID generation do not apply
+                shutil.rmtree(self.out / "idgen", ignore_errors=True)
             self.state, self.global_step = {"clock": new_clock(self.train_cfg.get("valid_every_seconds"))}, 0
-            self.idtable = None if self.lm_only else self._initial_ids()
-            self._save_idtable("round-0")
+            initial = self.out / "idtables" / "round-0.tsv"
+            if self.lm_only:
+                self.idtable = None
+            elif self.resume and initial.exists():  # stopped after the initial IDs, before the first checkpoint
+                self.idtable = IdTable.load(initial)
+            else:
+                self.idtable = self._initial_ids()
+                self._save_idtable("round-0")
             if self.train_cfg.get("initial_eval", False):
-                self.state["initial_valid"] = self._evaluate("valid")
+                t1 = time.perf_counter()
+                try:
+                    self.state["initial_valid"] = self._evaluate("valid")
+                except stop.Stop as e:
+                    e.saved.append(f"initial IDs in {initial}")
+                    raise
+                self._phase("valid initial", time.perf_counter() - t1)
             position = {"stage_index": 0, "epoch": 0}
         self.state.setdefault("clock", new_clock(self.train_cfg.get("valid_every_seconds")))
         self._since_sync = [0, 0.0, 0]  # this rank's samples, loss sum and steps since the clock's last sync
-        try:
-            for stage_index in range(int(position.get("stage_index", 0)), len(plan)):
-                rnd, kind = plan[stage_index]
-                epochs = int(self.train_cfg.get(EPOCHS_KEY[kind], 1))
-                resuming = position.get("stage_index") == stage_index
-                first_epoch = int(position.get("epoch", 0)) if resuming else 0
-                cap = self.train_cfg.get("stage_seconds")  # training seconds per stage: a number, or per stage kind
-                cap = cap.get(kind) if isinstance(cap, dict) else cap
-                self._begin_stage(stage_index, rnd, kind, epochs, None if cap is None else float(cap),
-                                  position if resuming else None)
-                # a stage resumed mid-way has already spent some of its time cap
-                totals = {"samples_per_s": 0.0, "tokens_per_s": 0.0, "steps": 0, "seconds": self.stage["seconds"],
-                          "samples": 0}
-                for epoch in range(first_epoch, epochs):
-                    if cap is not None and totals["seconds"] >= float(cap):
-                        break
-                    resume_pos = position if (position.get("stage_index") == stage_index and position.get("epoch") == epoch) else None
-                    time_left = None if cap is None else float(cap) - totals["seconds"]
-                    stats = self._run_epoch(stage_index, kind, epoch, resume_pos, time_left)
-                    totals["steps"] += stats["steps"]
-                    totals["seconds"] += stats["seconds"]
-                    totals["samples"] += stats["samples"]
-                    totals["samples_per_s"], totals["tokens_per_s"] = stats["samples_per_s"], stats["tokens_per_s"]
-                position = {"stage_index": stage_index + 1, "epoch": 0}
-                self._after_stage(rnd, kind, totals)
-                self._checkpoint(position)
-        except Preempted:
-            log.warning("stopped by signal after checkpointing at step %d", self.global_step)
-            self.state["preempted"] = True
-            if self._writer is not None:
-                self._writer.close()
-            return self.state
-        summary = self._finish(time.perf_counter() - t0)
-        return summary
+        if not any(name in {n for n, _ in self.state.get("phases", [])} for name, _ in self.cli_phases):
+            self.state["phases"] = [[n, round(sec, 2)] for n, sec in self.cli_phases] + self.state.get("phases", [])
+        for stage_index in range(int(position.get("stage_index", 0)), len(plan)):
+            rnd, kind = plan[stage_index]
+            epochs = int(self.train_cfg.get(EPOCHS_KEY[kind], 1))
+            resumed = position.get("stage_index") == stage_index
+            first_epoch = int(position.get("epoch", 0)) if resumed else 0
+            self._begin_stage(plan, stage_index, epochs, position if resumed else None)
+            cap = self.stage["cap"]
+            # a stage resumed mid-way has already spent some of its time (stage_seconds in the checkpoint)
+            totals = {"samples_per_s": 0.0, "tokens_per_s": 0.0, "steps": 0, "samples": 0,
+                      **(dict(position.get("totals") or {}) if resumed else {}), "seconds": self.stage["seconds"]}
+            spent = totals["seconds"]
+            for epoch in range(first_epoch, epochs):
+                if cap is not None and totals["seconds"] >= cap:
+                    break
+                resume_pos = position if (resumed and position.get("epoch") == epoch) else None
+                time_left = None if cap is None else cap - totals["seconds"]
+                stats = self._run_epoch(stage_index, kind, epoch, resume_pos, time_left, totals)
+                totals["steps"] += stats["steps"]
+                totals["seconds"] += stats["seconds"]
+                totals["samples"] += stats["samples"]
+                totals["samples_per_s"], totals["tokens_per_s"] = stats["samples_per_s"], stats["tokens_per_s"]
+            self._phase(f"train {stage_index} ({kind}, round {rnd})", totals["seconds"] - spent)
+            try:
+                self._after_stage(stage_index, rnd, kind, totals)
+            except stop.Stop as e:  # during ID regeneration or validation: the stage's training is kept
+                self._checkpoint({"stage_index": stage_index, "epoch": epochs, "totals": totals,
+                                  "stage_steps": self.stage["steps"], "stage_seconds": self.stage["seconds"]})
+                e.saved.append(f"training checkpoint at the end of stage {stage_index} in {self.out / 'checkpoints'}")
+                raise
+            position = {"stage_index": stage_index + 1, "epoch": 0}
+            self._checkpoint(position)
+        return self._finish(time.perf_counter() - t0)
 
     def _truncate_losses(self) -> None:
         path = self.out / "losses.jsonl"
@@ -673,20 +744,28 @@ class Trainer:
         }
         export_dir = self.out / "export"
         if self.eval_dataset is not None and export_dir.exists() and self.train_cfg.get("final_test", True):
+            t0 = time.perf_counter()
             best = load_t5(export_dir / "recommender").to(self.device)
             generator = load_t5(export_dir / "generator").to(self.device) if userids.enabled(self.cfg) else None
             table = IdTable.load(export_dir / "idtable.tsv")
             settings = self.cfg.get("eval") or {}
-            by_penalty = {}
-            for p in settings.get("test_length_penalties") or []:  # the same export ranked once per length penalty
-                cfg = merge(self.cfg, {"eval": {"length_penalty": float(p)}})
-                by_penalty[float(p)] = self._evaluate("test", best, table, generator, cfg=cfg)
-            if by_penalty:
-                summary["test_by_length_penalty"] = {str(p): m for p, m in by_penalty.items()}
-            penalty = float(settings.get("length_penalty", 1.0))
-            summary["test"] = by_penalty.get(penalty) or self._evaluate("test", best, table, generator)
+            try:
+                by_penalty = {}
+                for p in settings.get("test_length_penalties") or []:  # the same export ranked once per penalty
+                    cfg = merge(self.cfg, {"eval": {"length_penalty": float(p)}})
+                    by_penalty[float(p)] = self._evaluate("test", best, table, generator, cfg=cfg)
+                if by_penalty:
+                    summary["test_by_length_penalty"] = {str(p): m for p, m in by_penalty.items()}
+                penalty = float(settings.get("length_penalty", 1.0))
+                summary["test"] = by_penalty.get(penalty) or self._evaluate("test", best, table, generator)
+            except stop.Stop as e:
+                e.saved.append(f"the trained model (training finished; checkpoint in {self.out / 'checkpoints'}, the "
+                               "resumed run goes straight to the test)")
+                raise
             for k, v in summary["test"].items():
                 self._scalar(f"test/{k}", v)
+            self._phase("test", time.perf_counter() - t0)
+        summary["phase_seconds"] = self.state.get("phases", [])  # [name, seconds] in the order they ran
         summary["wall_seconds"] = seconds
         if dist.is_main():
             with atomic_write(self.out / "summary.json") as f:

@@ -24,6 +24,7 @@ def write_config(tmp_path: Path, tokenizer_dir: Path, **sections) -> Path:
         "model": {"recommender": TINY, "generator": TINY},
         "prompt": {"max_length": 128},
         "idgen": {"max_text_tokens": 48, "batch_size": 64},
+        "warmstart": {"steps": 0},  # these runs test the trainer, from a random generator
         "train": {"rounds": 2, "rec_epochs": 1, "id_epochs": 1, "max_tokens": 3000, "max_batch": 32, "threads": 1,
                   "checkpoint_every": 0, "log_every": 5},
         "optim": {"recommender": {"lr": 3e-3, "warmup_steps": 5}, "generator": {"lr": 1e-3}},

@@ -15,6 +15,25 @@ from pretrain.engine import GEN, REC, schedule
 from pretrain.sources import LeaveOneOutSource
 
 
+def test_budget_is_shared_by_epochs_after_setting_aside_the_work_after_each_stage(tmp_path):
+    """train.budget_minutes: stage i trains left x e_i / sum(e); left sets aside validation + export after every stage
+    still to run and ID regeneration after a generator stage (the longest of each recorded so far)."""
+    import time
+
+    from pretrain.engine import Trainer
+
+    plan = [(0, REC), (1, GEN), (1, REC)]
+    cfg = {"train": {"budget_minutes": 10, "rec_epochs": 3, "id_epochs": 1}}
+    trainer = Trainer(cfg, object(), tmp_path, tokenizer=object(), started_at=time.time() - 60)
+    trainer.state = {"phases": [["ids v0", 120.0], ["valid 0 (recommender, round 0)", 30.0], ["export", 1.0]]}
+    assert trainer._stage_cap(plan, 0) == pytest.approx((540 - 31 - 151 - 31) * 3 / 7, abs=1.0)
+    cfg["train"]["stage_seconds"] = {"recommender": 50}
+    assert trainer._stage_cap(plan, 0) == 50
+    trainer.started_at = time.time() - 450  # 150 s left: new IDs (151 s) would not fit, the generator gets nothing
+    assert trainer._stage_cap(plan, 1) == 0.0
+    assert Trainer({"train": {}}, object(), tmp_path, tokenizer=object())._stage_cap(plan, 0) is None
+
+
 def test_schedule_order_skip_and_fixed_ids():
     assert schedule({"train": {"rounds": 2}}) == [(0, REC), (1, GEN), (1, REC)]
     assert schedule({"train": {"rounds": 2, "skip_first_generator": False}}) == [(0, GEN), (0, REC), (1, GEN), (1, REC)]

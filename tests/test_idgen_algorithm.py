@@ -1,6 +1,8 @@
 """Algorithm 1, diverse beam search and the IdTable report: tiny random generators, items built to collide."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers.modeling_outputs import BaseModelOutput
@@ -8,7 +10,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from genrec.dataset import Item
 from genrec.modeling import build_t5
 from idgen import IdGenConfig, IdTable, generate
-from idgen.algorithm import ClaimBook, IdGenError, generate_ids, normalize
+from idgen.algorithm import ClaimBook, generate_ids, normalize
 from idgen.dbs import diverse_beam_search
 from idgen.generator import Generator
 
@@ -54,7 +56,7 @@ def test_claims_are_idempotent_and_skip_taken_or_empty():
 
 
 def test_rounds_resolve_in_sorted_key_order_and_escalate():
-    book = ClaimBook(["z", "m", "a"], IdGenConfig(lambda_max=2, max_windows=2))
+    book = ClaimBook(["z", "m", "a"], IdGenConfig(lambda_max=2, max_windows=2), {"m": "Title: Red X", "z": "x"})
     book.propose(0, {"z": ["x"], "m": ["x"]})
     assert book.propose(0, {"z": ["other"], "a": ["x"]}) == {"a": ["x"]}  # repeated proposal for z ignored
     assert book.propose(1, {"a": ["y"]}) == {}  # not this round's
@@ -67,8 +69,23 @@ def test_rounds_resolve_in_sorted_key_order_and_escalate():
         book.propose(r, {"m": ["x"], "z": ["x"]})
         book.resolve(r)
     book.propose(3, {"m": ["x"], "z": ["w"]})
-    with pytest.raises(IdGenError, match=r"\['m'\]"):
-        book.resolve(3)
+    assert book.resolve(3) == {}  # m used its 4 tries: last resort, its own title words
+    assert book.ids == {"a": "x", "m": "red", "z": "w"} and book.last_resort == {"m": "text"}
+    assert book.report()["items_by_level"] == {"first_try": 1, "higher_lambda": 0, "longer_window": 1,
+                                               "last_resort_text": 1, "last_resort_counter": 0}
+
+
+def test_last_resort_counter_when_the_text_is_used_up():
+    book = ClaimBook(["a", "b", "c", "d"], IdGenConfig(lambda_max=1, max_windows=1),
+                     {**{k: "title: Shoe" for k in "abc"}, "d": "title: Red Shoe"})
+    book.propose(0, {k: ["", "Shoe"] for k in "abcd"})
+    assert book.resolve(0) == {}
+    assert book.ids == {"a": "shoe", "b": "shoe 2", "c": "shoe 3", "d": "red"}
+    assert book.last_resort == {"b": "counter", "c": "counter", "d": "text"}
+    state = json.loads(json.dumps(book.state()))
+    again = ClaimBook(["a", "b", "c", "d"], IdGenConfig(lambda_max=1, max_windows=1))
+    again.restore(state)
+    assert again.ids == book.ids and again.taken == book.taken and again.report() == book.report()
 
 
 def test_dbs_group0_is_greedy_and_matches_uncached_decoding(tokenizer, synth_dataset):
@@ -127,11 +144,27 @@ def test_colliding_items_get_unique_ids_independent_of_batch_size(tokenizer, col
     assert again.ids == table.ids
 
 
-def test_bound_fails_loudly_naming_items(tokenizer, colliding):
-    model = tiny_generator(tokenizer)
-    cfg = IdGenConfig(groups=1, lambda_max=1, max_windows=1, max_text_tokens=48)
-    with pytest.raises(IdGenError, match="item"):
-        generate_ids(model, tokenizer, colliding, cfg, progress=False)
+def test_max_rounds_hands_every_pending_item_to_the_last_resort():
+    book = ClaimBook(["a", "b", "c"], IdGenConfig(max_rounds=2), {k: f"Title: {k} shoe" for k in "abc"})
+    for r in range(2):
+        book.propose(r, {k: ["x"] for k in book.pending})
+        book.resolve(r)
+    assert not book.pending and book.round == 2
+    assert book.ids == {"a": "x", "b": "shoe", "c": "x 2"}
+
+
+def test_identical_texts_untrained_generator_get_unique_ids_in_bounded_rounds(tokenizer, synth_dataset):
+    """300 items with one text (Sports has up to 298 such) and a random generator: every item gets a unique,
+    non-empty ID within lambda_max x max_windows rounds."""
+    text = next(iter(synth_dataset.items.values())).text
+    items = {f"item{i:03d}": text for i in range(300)}
+    cfg = IdGenConfig(lambda_max=2, max_windows=1, max_text_tokens=48)
+    table = generate_ids(tiny_generator(tokenizer), tokenizer, items, cfg, progress=False)
+    ids = list(table.ids.values())
+    assert set(table.ids) == set(items) and all(ids) and len(set(ids)) == 300
+    rep = table.report
+    assert rep["rounds"] <= cfg.max_tries
+    assert sum(rep["items_by_level"].values()) == 300 and rep["items_by_level"]["last_resort_counter"] > 0
 
 
 def test_entry_point_accepts_items_reports_churn_and_round_trips(tokenizer, synth_dataset, tmp_path):

@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 
 from idgen import IdGenConfig  # noqa: E402
 from idgen.algorithm import generate_ids  # noqa: E402
-from idgen.distributed import LOG_FILE, Registry, RayIdGenerator, generate_ids_ray  # noqa: E402
+from idgen.distributed import KEYS_FILE, LOG_FILE, Registry, RayIdGenerator, generate_ids_ray  # noqa: E402
 
 from test_idgen_algorithm import tiny_generator  # noqa: E402
 
@@ -48,8 +48,8 @@ def test_ray_workers_match_one_process(tokenizer, items, single, workers):
 def test_registry_claims_are_idempotent_and_survive_restart(tmp_path):
     cfg = IdGenConfig().to_dict()
     log = tmp_path / LOG_FILE
-    (tmp_path / "keys.json").write_text(json.dumps(["a", "b", "c"]))
-    reg = Registry.options(max_restarts=-1, max_task_retries=-1).remote(str(tmp_path / "keys.json"), cfg, str(log))
+    (tmp_path / KEYS_FILE).write_text(json.dumps({"a": "", "b": "", "c": ""}))
+    reg = Registry.options(max_restarts=-1, max_task_retries=-1).remote(str(tmp_path / KEYS_FILE), cfg, str(log))
     assert ray.get(reg.claim.remote("a", ["Red"])) == "red"
     assert ray.get(reg.claim.remote("a", ["blue"])) == "red"
     assert ray.get(reg.propose.remote(0, {"b": ["red", "blue"], "c": ["blue"]})) == 2
@@ -111,3 +111,11 @@ def test_a_killed_worker_is_replaced_and_the_table_is_unchanged(tokenizer, items
         assert pool.actors[1] is not victim  # the pool started a replacement
     assert result["table"].ids == single.ids
     assert result["table"].report == single.report
+@pytest.mark.parametrize("workers", [1, 2])
+def test_last_resort_is_the_same_on_ray_workers(tokenizer, items, workers):
+    cfg = IdGenConfig(groups=2, lambda_max=1, max_windows=1, batch_size=6, max_text_tokens=48)
+    one = generate_ids(tiny_generator(tokenizer), tokenizer, items, cfg, progress=False)
+    levels = one.report["items_by_level"]
+    assert levels["last_resort_text"] + levels["last_resort_counter"] > 0
+    table = generate_ids_ray(tiny_generator(tokenizer), tokenizer, items, cfg, workers=workers, progress=False)
+    assert table.ids == one.ids and table.report == one.report

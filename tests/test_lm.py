@@ -5,10 +5,12 @@ from __future__ import annotations
 import collections
 import json
 import random
+import signal
 
 import pytest
 import torch
 
+from genrec import stop
 from genrec.cli import main
 from genrec.config import load_config
 from genrec.dataset import Dataset
@@ -200,11 +202,13 @@ def test_lm_stage_resumes_exactly(tmp_path, synth_dataset, monkeypatch):
 
     def stop_after_10(self, batch):  # a signal arrives during step 10: the trainer checkpoints after it
         if self.global_step == 9:
-            self._stop_flag = True
+            stop._flag(signal.SIGTERM, None)
         return step(self, batch)
 
     monkeypatch.setattr(engine.Trainer, "_rec_step", stop_after_10)
-    assert train_lm({"shop": synth_dataset}, run, lm_cfg(run, *cfg)).get("preempted")
+    with pytest.raises(stop.Stop):
+        train_lm({"shop": synth_dataset}, run, lm_cfg(run, *cfg))
+    stop.reset()
     monkeypatch.setattr(engine.Trainer, "_rec_step", step)
     assert len(read_losses(run)) == 10
     train_lm({"shop": synth_dataset}, run, lm_cfg(run, *cfg), resume=True)

@@ -182,7 +182,7 @@ def test_evaluate_with_user_ids_names_users_from_the_prompt_history(export_dir, 
         evaluate(ckpt.recommender, ckpt.tokenizer, ckpt.idtable, synth_dataset, "test", cfg, progress=False)
 
 
-def test_evaluate_finds_a_memorised_target(export_dir, synth_dataset, tokenizer):
+def test_evaluate_finds_a_memorised_target(export_dir, synth_dataset, tokenizer, caplog):
     """A recommender trained to always answer one item puts it first: HR@1 = share of users whose target it is."""
     from genrec.modeling import build_t5
     from zeroshot.harness import evaluate
@@ -209,6 +209,11 @@ def test_evaluate_finds_a_memorised_target(export_dir, synth_dataset, tokenizer)
     first, again = (evaluate(model, tokenizer, table, synth_dataset, "valid", cfg, progress=False) for _ in range(2))
     assert first == again and first["users"] == 25
     assert evaluate(model, tokenizer, table, synth_dataset, "test", cfg, progress=False) == m
+    # eval.test_users: the same mechanism for the test split, with a warning that the numbers are not comparable
+    with caplog.at_level("WARNING", logger="zeroshot.harness"):
+        capped = evaluate(model, tokenizer, table, synth_dataset, "test", {"eval": {**cfg["eval"], "test_users": 20}},
+                          progress=False)
+    assert capped["users"] == 20 and "NOT comparable" in caplog.text
 
 
 def test_checkpoint_errors(export_dir, tmp_path):

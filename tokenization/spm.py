@@ -36,8 +36,12 @@ def _seed_pieces(sentences: list[str], path: Path, max_piece_len: int = 16, limi
     suffix-array seeding, frequent whole words (``▁the``, ``▁title``) never became pieces on our data, so every
     prompt and item text was split into fragments; explicit seeds restore whole-word pieces.
     """
+    from genrec import stop
+
     counts: collections.Counter[str] = collections.Counter()
-    for sentence in sentences:
+    for n, sentence in enumerate(sentences):
+        if n % 1000 == 0:
+            stop.check()
         for word in unicodedata.normalize("NFKC", sentence).split():
             word = "▁" + word
             for i in range(len(word)):
@@ -145,6 +149,40 @@ def train_tokenizer(
 
 
 def _train(sentences: list[str], buf: io.BytesIO, vocab_size: int, max_sentences: int, seeds: Path) -> None:
+    """SentencePiece training in a child process: it is one blocking C call, so a stop signal (``genrec.stop``)
+    could not end it; the parent polls the stop flag and terminates the child."""
+    import multiprocessing
+
+    from genrec import stop
+
+    out = seeds.parent / "model.bin"
+    child = multiprocessing.get_context("spawn").Process(
+        target=_train_child, args=(sentences, str(out), vocab_size, max_sentences, str(seeds)), daemon=True)
+    child.start()
+    try:
+        while child.is_alive():
+            child.join(0.2)
+            stop.check()
+    finally:
+        if child.is_alive():
+            child.terminate()
+            child.join()
+    if child.exitcode != 0 or not out.exists():
+        raise RuntimeError(f"SentencePiece training failed (child exit code {child.exitcode})")
+    buf.write(out.read_bytes())
+
+
+def _train_child(sentences: list[str], out: str, vocab_size: int, max_sentences: int, seeds: str) -> None:
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGUSR1):  # a terminal's Ctrl-C or SLURM's signal reaches the parent, which ends us
+        signal.signal(sig, signal.SIG_IGN)
+    buf = io.BytesIO()
+    _train_in_process(sentences, buf, vocab_size, max_sentences, Path(seeds))
+    Path(out).write_bytes(buf.getvalue())
+
+
+def _train_in_process(sentences: list[str], buf: io.BytesIO, vocab_size: int, max_sentences: int, seeds: Path) -> None:
     import sentencepiece as spm
 
     spm.SentencePieceTrainer.train(

@@ -19,7 +19,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from genrec import dist, schema
+from genrec import dist, schema, stop
 from genrec.dataset import Dataset
 from genrec.io import DataError, atomic_write
 from genrec.precision import from_config, idgen_section
@@ -44,8 +44,9 @@ class EvalSettings:
     workers: int | None = None  # CPU only: batches decoded side by side by as many threads (null: 2 when torch has
     # >= 2 threads, see genrec.decoding.rank_prompts); ignored on other devices
     valid_users: int = 0  # the valid split on a fixed random sample of this many users (0: all), to keep model
-    # selection cheap on big datasets; the test split is always evaluated in full
-    test_users: int | None = None  # the test split on a fixed random sample of this many users (null: all)
+    # selection cheap on big datasets
+    test_users: int = 0  # the test split on a fixed random sample of this many users (0: all): a first look only,
+    # printed with a warning, since such numbers are not comparable to full-test numbers
     test_length_penalties: list[float] | None = None  # the trainer scores its selected export on test once per length
     # penalty listed here (as well as once with length_penalty), e.g. [0.0, 1.0]; null: only length_penalty
     ids: Literal["auto", "generate", "idtable"] = "auto"  # auto: the checkpoint's idtable when it names every item
@@ -142,12 +143,17 @@ def dataset_ids(ckpt: Checkpoint, dataset: Dataset, cfg: Mapping[str, Any]) -> I
 
 
 def eval_samples(dataset: Dataset, split: str, settings: Mapping[str, Any]) -> list:
-    """The leave-one-out samples of ``split`` that an evaluation scores (``eval.valid_users`` subsamples valid)."""
+    """The leave-one-out samples of ``split`` that an evaluation scores: ``eval.valid_users`` / ``eval.test_users``
+    subsample valid / test to a fixed random sample of users (seed 0, so every method scores the same users)."""
     samples = leave_one_out(dataset, split, settings["max_history"])
     if not samples:
         raise DataError(dataset.name or "<dataset>", None, f"no user has a {split} sample (every sequence is too short)")
-    if split == "valid" and 0 < settings["valid_users"] < len(samples):
-        chosen = sorted(random.Random(0).sample(range(len(samples)), settings["valid_users"]))
+    limit = int(settings.get(f"{split}_users") or 0)
+    if 0 < limit < len(samples):
+        if split == "test" and dist.is_main():
+            log.warning("eval.test_users=%d: testing a random sample of %d of %d users; these numbers are NOT "
+                        "comparable to full-test numbers", limit, limit, len(samples))
+        chosen = sorted(random.Random(0).sample(range(len(samples)), limit))
         samples = [samples[i] for i in chosen]
     return samples
 
@@ -158,7 +164,7 @@ def popularity_metrics(dataset: Dataset, split: str, cfg: Mapping[str, Any] | No
 
     Items are ranked by how often they are a training target of ``fit_dataset`` (default ``dataset`` itself: a
     supervised reference that a zero-shot model does not get), restricted to ``dataset``'s items; ``eval`` settings
-    (``ks``, ``max_history``, ``exclude_history``, ``valid_users``) apply as in :func:`evaluate`.
+    (``ks``, ``max_history``, ``exclude_history``, ``valid_users``, ``test_users``) apply as in :func:`evaluate`.
     """
     from genrec.baselines.popularity import Popularity
     from genrec.metrics import hr_ndcg
@@ -212,6 +218,7 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
         exclude=exclude, progress=progress and dist.is_main(),
         workers=settings["workers"] if dist.device().type == "cpu" else 1, dtype=from_config(cfg, dist.device()),
     )
+    stop.check_all()  # a stop signal during decoding: every rank stops here, none waits in the gather
     gathered = [pair for part in dist.all_gather_object(list(zip(mine, ranked))) for pair in part]
     by_index = dict(gathered)
     if len(gathered) != len(samples) or len(by_index) != len(samples):
