@@ -2,7 +2,7 @@
 
 Methods: ``popularity``, ``sasrec`` (trained here), and the T5 methods trained by the one trainer
 (``pretrain.engine.Trainer``) and scored by the one harness (``zeroshot.harness.evaluate``): ``p5sid`` and
-``title`` (fixed ID schemes from ``genrec.baselines.idschemes``), ``idgenrec-rec-only`` (warm-start IDs,
+``title`` (fixed ID schemes from ``idgen.schemes``), ``idgenrec-rec-only`` (warm-start IDs,
 recommender stage only: the paper's Table 5 ablation) and ``idgenrec-alternate`` (alternate training).
 
 Every trained method gets the same wall-clock *training* budget (``--budget-min``; validation passes are not

@@ -108,7 +108,7 @@ def zero_shot_rows(export: Path, unseen: dict[str, Any], cfg_eval: dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from genrec.cli import main as main_cli
+    from idgenrec.cli import main as main_cli
     from genrec.dataset import Dataset
     from pretrain.corpus import build_corpus, downsample_users, format_table, load_corpus_info
 

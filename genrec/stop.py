@@ -4,7 +4,7 @@ line and an exit code.
 SIGTERM (``timeout``, SLURM's end of time), SIGINT (Ctrl-C) and SIGUSR1 (SLURM's ``--signal`` requeue warning)
 only set the flag (:func:`install`). Long loops (tokenizer training, warm-start, Algorithm 1, training steps,
 evaluation batches) call :func:`check`, which raises :class:`Stop` once a signal came; the phase that is stopped
-writes what can be resumed, adds a note saying where (``Stop.saved``) and re-raises; ``genrec.cli.main`` prints
+writes what can be resumed, adds a note saying where (``Stop.saved``) and re-raises; ``idgenrec.cli.main`` prints
 one line and returns :func:`exit_code`: 143 (SIGTERM), 130 (SIGINT), 138 (SIGUSR1), i.e. 128 + signal number as
 shells report a signal's death. ``--resume`` then continues. Under ``torchrun`` every rank gets the signal; loops
 that all ranks run in step agree on stopping with ``genrec.dist.any_true(requested())``.

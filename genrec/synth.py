@@ -1,7 +1,7 @@
 """Synthetic catalogs and users with learnable structure, for the demo, tests and zero-shot experiments.
 
 Items carry realistic text (category path, brand, product noun, attributes, a short description) rendered the
-paper's way by :func:`tokenization.text.plain_text`. Users follow four behaviours a recommender can learn:
+paper's way by :func:`genrec.text.plain_text`. Users follow four behaviours a recommender can learn:
 
 * **complementary transitions** - every item has a few complements (same brand first, in the complementary
   sub-category: shampoo -> conditioner aisle, tent -> sleeping gear), and the next purchase is often one of them;
@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from tokenization.text import plain_text
+from genrec.text import plain_text
 
 from .dataset import Dataset, Item
 

@@ -29,7 +29,7 @@ _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 
 def fields_of(text: str) -> dict[str, str]:
-    """``field: value; field: value`` plain text (``tokenization.text``) split into fields (or ``{"": text}``)."""
+    """``field: value; field: value`` plain text (``genrec.text``) split into fields (or ``{"": text}``)."""
     marks = list(_FIELD.finditer(text))
     if not marks:
         return {"": text}

@@ -10,7 +10,7 @@ Schedule: ``train.rounds`` rounds of the stages in ``train.order`` (default ``[g
   generator only. After the stage the IdTable is regenerated with ``idgen.generate`` (Ray when configured) and
   the ID churn is logged. ``train.skip_first_generator`` skips round 0's generator stage; ``ids.regenerate:
   false`` skips all of them; so does ``ids.scheme: p5sid | title`` (a fixed baseline IdTable built once by
-  ``genrec.baselines.idschemes`` instead of the generator's IDs).
+  ``idgen.schemes`` instead of the generator's IDs).
 * **recommender stage** (``train.rec_epochs`` epochs): teacher forcing, cross-entropy on the target's ID tokens +
   EOS, padding ignored (-100).
 * **lm stage** (``train.lm_epochs`` epochs; ``train.order: [lm]``, ``pretrain.lm``): the recommender engine learns
@@ -294,7 +294,7 @@ class Trainer:
         ids = self.cfg.get("ids", {})
         init, scheme = ids.get("init"), ids.get("scheme", "idgenrec")
         if scheme != "idgenrec":  # fixed baseline IDs (P5-SID, title): built once, never regenerated
-            from genrec.baselines.idschemes import build_idtable
+            from idgen.schemes import build_idtable
 
             dataset = getattr(self.source, "dataset", None) or self.eval_dataset
             table = build_idtable(scheme, dataset or Dataset(self.source.items, {}), ids)

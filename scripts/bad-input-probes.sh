@@ -2,7 +2,7 @@
 # The bad-input probes of docs/bad-input.md, run in a fresh temporary folder: each command, its output and exit
 # code. Usage: PYTHON=.venv/bin/python scripts/bad-input-probes.sh
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-idgenrec() { PYTHONPATH="$REPO" "${PYTHON:-python}" -m genrec.cli "$@"; }
+idgenrec() { PYTHONPATH="$REPO" "${PYTHON:-python}" -m idgenrec.cli "$@"; }
 probe() { echo "\$ $*"; "$@" 2>&1 | sed -e 's/\r/\n/g' | grep -v '^$' ; echo "[exit ${PIPESTATUS[0]}]"; echo; }
 cd "$(mktemp -d)"
 idgenrec data synth --users 30 --items 20 --out raw > /dev/null

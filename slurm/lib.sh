@@ -113,7 +113,7 @@ write_hostfile() {
   fi
 }
 
-# Set LAUNCH to the command prefix that starts NNODES x NPROC_PER_NODE ranks of `python -m genrec.cli`; the caller
+# Set LAUNCH to the command prefix that starts NNODES x NPROC_PER_NODE ranks of `python -m idgenrec.cli`; the caller
 # appends the subcommand and its arguments. $1: the hostfile path (used by LAUNCHER=deepspeed).
 launch_prefix() {
   local hostfile=$1
@@ -124,7 +124,7 @@ launch_prefix() {
     LAUNCH=("${SRUN[@]}" "$PYTHON" -m torch.distributed.run
       --nnodes="$NNODES" --nproc-per-node="$NPROC_PER_NODE"
       --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="idgenrec-$JOB_ID"
-      --max-restarts=0 -m genrec.cli)
+      --max-restarts=0 -m idgenrec.cli)
     ;;
   deepspeed)
     write_hostfile "$hostfile"
@@ -132,7 +132,7 @@ launch_prefix() {
     # shellcheck disable=SC2016
     LAUNCH=("${SRUN[@]}" bash -c 'exec "$0" -m deepspeed.launcher.runner --node_rank="$SLURM_NODEID" "$@"'
       "$PYTHON" --no_ssh --hostfile="$hostfile" --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT"
-      --no_local_rank --module genrec.cli)
+      --no_local_rank --module idgenrec.cli)
     ;;
   *)
     die "LAUNCHER=$LAUNCHER: use torchrun or deepspeed"

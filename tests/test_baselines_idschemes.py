@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from genrec.baselines.idschemes import build_idtable, first_appearance_order, item_title, p5sid_table, title_table
+from idgen.schemes import build_idtable, first_appearance_order, item_title, p5sid_table, title_table
 from genrec.dataset import Dataset, Item
 from idgen.idtable import IdTable
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genrec.baselines.idschemes import p5sid_table, title_table
+from idgen.schemes import p5sid_table, title_table
 from genrec.dataset import Dataset
 from idgen.idtable import IdTable
 

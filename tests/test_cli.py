@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from genrec.cli import build_parser, main
+from idgenrec.cli import build_parser, main
 
 
 @pytest.mark.parametrize("command", [["finetune", "--data", "D"], ["pretrain", "--corpus", "C"]])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genrec.cli import main
+from idgenrec.cli import main
 from genrec.dataset import Dataset
 from genrec.io import DataError
 from genrec.readers import Interaction, TextOptions, kcore, read_amazon2014, read_amazon2018, read_yelp, sequences

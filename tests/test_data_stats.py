@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from genrec.cli import main
+from idgenrec.cli import main
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

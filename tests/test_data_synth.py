@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from genrec.cli import main
+from idgenrec.cli import main
 from genrec.dataset import Dataset
 from genrec.splits import leave_one_out, visible_items
 from genrec.synth import PLATFORMS, synthesize

@@ -1,7 +1,7 @@
 """Item plain text the paper's way: ``field: value; ...``, lists, nested dicts, HTML, case, order, truncation."""
 from __future__ import annotations
 
-from tokenization.text import plain_text, render_value, truncate
+from genrec.text import plain_text, render_value, truncate
 
 
 def test_fields_lists_and_nested_dicts():

@@ -14,7 +14,7 @@ from idgen.idtable import IdTable
 @pytest.mark.slow
 def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "genrec.cli", "demo", "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "idgenrec.cli", "demo", "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "demo.json").read_text())

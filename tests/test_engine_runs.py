@@ -102,7 +102,7 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, synth_dir, tokenizer_d
     """With user IDs in the prompts: the checkpoint keeps the stage's user IDs, so the resumed steps read the same."""
     cfg = write_config(tmp_path, tokenizer_dir, ids={"scheme": "title"}, prompt={"user_ids": True},
                        train={"rounds": 1, "rec_epochs": 3, "max_steps_per_epoch": 10, "checkpoint_every": 7})
-    args = ["-m", "genrec.cli", "finetune", "--config", str(cfg), "--data", str(synth_dir), "--out"]
+    args = ["-m", "idgenrec.cli", "finetune", "--config", str(cfg), "--data", str(synth_dir), "--out"]
     full = tmp_path / "full"
     assert f"resume: no checkpoint in {full / 'checkpoints'}, starting fresh" in finish(torchrun(2, [*args, str(full), "--resume"]))
     expected = losses(full)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genrec.cli import main
+from idgenrec.cli import main
 from genrec.modeling import build_t5
 from idgen.warmstart import WarmstartConfig, fields_of, tag_target, warmstart
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from genrec import stop
-from genrec.cli import main
+from idgenrec.cli import main
 from genrec.config import load_config
 from genrec.dataset import Dataset
 from genrec.io import DataError
@@ -308,7 +308,7 @@ def test_two_process_lm_stage(tmp_path, synth_dir):
 
     out = tmp_path / "lm"
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "genrec.cli",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "idgenrec.cli",
            "pretrain", "lm", "--dataset", f"shop={synth_dir}", "--out", str(out), f"model.recommender={TINY}",
            "tokenizer.vocab_size=600", "train.stage_seconds=null", "train.lm_epochs=3", "train.threads=1",
            "train.max_batch=8", "train.checkpoint_every=2", "data.workers=1", "lm.samples_per_shard=8"]

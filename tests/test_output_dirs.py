@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genrec.cli import main
+from idgenrec.cli import main
 from genrec.io import MANIFEST, DataError, OutputDir, check_output_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ def test_finetune_overwrite_keeps_foreign_files(tmp_path, synth_dir, tokenizer_d
     run = foreign(tmp_path / "run")
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "stale").write_text("from an older run")
-    argv = [sys.executable, "-m", "genrec.cli", "finetune", "--config", str(tmp_path / "cfg.yaml"), "--data",
+    argv = [sys.executable, "-m", "idgenrec.cli", "finetune", "--config", str(tmp_path / "cfg.yaml"), "--data",
             str(synth_dir), "--out", str(run), "--overwrite"]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

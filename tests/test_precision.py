@@ -34,7 +34,7 @@ def test_resolve_settings(monkeypatch):
 def test_bf16_recommender_losses_agree_with_fp32(synth_dataset, tokenizer, tmp_path, one_torch_thread):
     """The first 6 recommender steps of a tiny T5 under bf16 autocast: every loss within 1 % of fp32's (measured:
     3e-4), with float32 weights and optimizer state either way."""
-    from genrec.baselines.idschemes import title_table
+    from idgen.schemes import title_table
     from pretrain.engine import REC, Trainer
     from pretrain.sources import LeaveOneOutSource
 
@@ -59,7 +59,7 @@ def test_bf16_recommender_losses_agree_with_fp32(synth_dataset, tokenizer, tmp_p
 
 
 def test_bf16_beam_search_scores_are_float32_and_rank_alike(synth_dataset, tokenizer, one_torch_thread):
-    from genrec.baselines.idschemes import title_table
+    from idgen.schemes import title_table
     from genrec.decoding import rank_prompts
     from genrec.modeling import build_t5
     from genrec.prompts import PromptBuilder

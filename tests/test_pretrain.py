@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from genrec.cli import main
+from idgenrec.cli import main
 from genrec.dataset import Dataset
 from genrec.synth import synthesize
 from pretrain.corpus import load_corpus_info
@@ -78,7 +78,7 @@ def test_two_process_pretrain_then_zero_shot_on_held_out_domain(domain_dirs, tmp
     (run / "notes.txt").write_text("mine")  # a file pretraining does not write: --overwrite keeps it
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "genrec.cli", "pretrain", "--corpus", str(corpus), "--out", str(run), "--overwrite",
+           "-m", "idgenrec.cli", "pretrain", "--corpus", str(corpus), "--out", str(run), "--overwrite",
            f"model.recommender={TINY}", f"model.generator={TINY}", "tokenizer.vocab_size=400",
            "pretrain.valid_users=16", "warmstart={steps: 120, batch_size: 32, lr: 3.0e-3, max_text_tokens: 48}",
            "train.max_batch=32", "train.chunk_size=128", "train.threads=1", "train.checkpoint_every=2",

@@ -24,7 +24,7 @@ def test_every_recipe_validates(path):
 def test_the_overrides_of_demo_and_benchmarks_validate():
     from bench.quality import T5_METHODS, t5_budget_overrides
     from bench.zeroshot_fusion import pretrain_overrides
-    from genrec.demo import SIZES
+    from idgenrec.demo import SIZES
 
     checked_config("demo", SIZES["quick"].overrides)
     for method in T5_METHODS:
@@ -83,7 +83,7 @@ def test_config_show_prints_the_resolved_recipe_with_docs():
 
 def test_finetune_rejects_a_bad_value_before_any_work(tmp_path, synth_dir):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "genrec.cli", "finetune", "--config", "demo", "--data", str(synth_dir),
+    proc = subprocess.run([sys.executable, "-m", "idgenrec.cli", "finetune", "--config", "demo", "--data", str(synth_dir),
                            "--out", str(out), "train.rounds=abc"], capture_output=True, text=True, timeout=300,
                           cwd=ROOT)
     assert proc.returncode == 2
@@ -92,7 +92,7 @@ def test_finetune_rejects_a_bad_value_before_any_work(tmp_path, synth_dir):
 
 
 def test_zeroshot_and_recommend_check_their_overrides_before_loading_anything(tmp_path, capsys):
-    from genrec.cli import main
+    from idgenrec.cli import main
 
     missing = str(tmp_path / "missing")
     assert main(["zeroshot", "--checkpoint", missing, "--dataset", missing, "eval.beams=3"]) == 2

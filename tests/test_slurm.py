@@ -102,7 +102,7 @@ def dry_run(tmp_path: Path, name: str, *args: str, nodelist: str = "node[01-02]"
 
 TORCHRUN_GPU = ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--cpus-per-task=8",
                 PY, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d",
-                "--rdzv-endpoint=node01:24242", "--rdzv-id=idgenrec-4242", "--max-restarts=0", "-m", "genrec.cli"]
+                "--rdzv-endpoint=node01:24242", "--rdzv-id=idgenrec-4242", "--max-restarts=0", "-m", "idgenrec.cli"]
 
 
 def test_finetune_dry_run_torchrun_two_gpu_nodes(tmp_path):
@@ -130,7 +130,7 @@ def test_pretrain_dry_run_deepspeed_hostfile(tmp_path):
         "srun", "--nodes=3", "--ntasks=3", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--cpus-per-task=8",
         "bash", "-c", 'exec "$0" -m deepspeed.launcher.runner --node_rank="$SLURM_NODEID" "$@"',
         PY, "--no_ssh", f"--hostfile={hostfile}", "--master_addr=gpu07", "--master_port=29555", "--no_local_rank",
-        "--module", "genrec.cli", "pretrain", "--config", "foundation", "--corpus", "corpora/fusion", "--out", str(out),
+        "--module", "idgenrec.cli", "pretrain", "--config", "foundation", "--corpus", "corpora/fusion", "--out", str(out),
         "--resume", "rec.lr=0.001"]]
 
 
@@ -165,7 +165,7 @@ def test_idgen_dry_run_ray_cluster(tmp_path):
     assert workers == ["srun", "--nodes=2", "--ntasks=2", "--exclude=node01", "--ntasks-per-node=1", "--cpus-per-task=8",
                        PY, "-m", "ray.scripts.scripts", "start", f"--address=10.0.0.1:{port}", *node_opts]
     assert cmds[-2:-1] == [["mkdir", "-p", "."]]
-    assert cmds[-1] == ["env", "TMPDIR=.", PY, "-m", "genrec.cli", "idgen", "generate", "--model", "m/gen", "--tokenizer", "m/tok", "--data",
+    assert cmds[-1] == ["env", "TMPDIR=.", PY, "-m", "idgenrec.cli", "idgen", "generate", "--model", "m/gen", "--tokenizer", "m/tok", "--data",
                         "data/beauty", "--workers", "12", "--ray-address", f"10.0.0.1:{port}", "--out", "ids.tsv",
                         "--batch-size", "64"]
     assert "wait until 3 nodes are alive" in res.stdout
@@ -187,7 +187,7 @@ def test_zeroshot_array_task_picks_its_pair(tmp_path, task, ckpt, ds):
                         SLURM_ARRAY_TASK_ID=str(task), CHECKPOINTS="a=ck/a/export b=ck/b/export",
                         DATASETS="x=d/x y=d/y z=d/z", RESULTS="res")
     (launch,) = [c for c in cmds if c[0] == "srun"]
-    assert launch[launch.index("genrec.cli") + 1:] == [
+    assert launch[launch.index("idgenrec.cli") + 1:] == [
         "zeroshot", "--checkpoint", f"ck/{ckpt}/export", "--dataset", f"{ds}=d/{ds}", "--split", "test",
         "--out", f"res/{ckpt}/{ds}.json", "--beams", "20"]
     assert "--nproc-per-node=2" in launch

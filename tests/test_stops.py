@@ -35,7 +35,7 @@ SIGNALS = {"SIGTERM": (signal.SIGTERM, 143), "SIGINT": (signal.SIGINT, 130), "SI
 def start(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
     """``idgenrec ARGS`` in a subprocess; its output (stdout and stderr) collects in the returned list."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-m", "genrec.cli", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "idgenrec.cli", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     chunks: list[str] = []
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from genrec.cli import main
+from idgenrec.cli import main
 from genrec.io import DataError
 from genrec.prompts import template_words
 from tokenization.spm import MIN_VOCAB, SPM_FILE, load_tokenizer, sentinel_ids, train_tokenizer

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from tokenization.text import plain_text
+from genrec.text import plain_text
 
 from ..dataset import Dataset, Item
 from ..io import BadLines, DataError, read_lines
@@ -30,7 +30,7 @@ class Interaction(NamedTuple):
 
 @dataclass(frozen=True)
 class TextOptions:
-    """How item fields become plain text (see :func:`tokenization.text.plain_text`)."""
+    """How item fields become plain text (see :func:`genrec.text.plain_text`)."""
 
     field_order: Sequence[str] | None = None
     lowercase: bool = False

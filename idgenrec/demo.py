@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import load_config
-from .io import OVERWRITE_HELP, DataError, OutputDir, atomic_write
+from genrec.config import load_config
+from genrec.io import OVERWRITE_HELP, DataError, OutputDir, atomic_write
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def make_data(out: Path, size: DemoSize, seed: int):
-    from .dataset import Dataset
-    from .synth import synthesize
+    from genrec.dataset import Dataset
+    from genrec.synth import synthesize
 
     folders = []
     for name, users, items, platform, s in (("retail", size.users, size.items, "retail", seed),
@@ -125,7 +125,7 @@ def make_data(out: Path, size: DemoSize, seed: int):
 def make_tokenizer(out: Path, datasets, vocab_size: int):
     from tokenization.spm import train_tokenizer
 
-    from .prompts import template_words
+    from genrec.prompts import template_words
 
     texts = [it.text for ds in datasets for it in ds.items.values()]
     tok = train_tokenizer(texts, out / "tokenizer", vocab_size, extra_texts=template_words())
@@ -138,7 +138,7 @@ def make_generator(out: Path, tokenizer, dataset, steps: int, seed: int, recipe:
 
     from idgen.warmstart import WarmstartConfig, tag_target, warmstart
 
-    from .modeling import build_t5
+    from genrec.modeling import build_t5
 
     torch.manual_seed(seed)
     model = build_t5(len(tokenizer), **recipe["model"]["generator"])
@@ -154,7 +154,7 @@ def make_generator(out: Path, tokenizer, dataset, steps: int, seed: int, recipe:
 def make_initial_ids(out: Path, generator, tokenizer, dataset, workers: int, recipe: dict[str, Any]):
     import idgen
 
-    from .precision import idgen_section
+    from genrec.precision import idgen_section
 
     table = idgen.generate_from_section(generator, tokenizer, {k: it.text for k, it in dataset.items.items()},
                                         {**idgen_section(recipe), "workers": workers})
@@ -168,7 +168,7 @@ def make_initial_ids(out: Path, generator, tokenizer, dataset, workers: int, rec
 
 def train(out: Path, size: DemoSize, procs: int) -> Path:
     train_dir = out / "train"
-    cli = ["-m", "genrec.cli", "finetune", "--config", "demo", "--data", str(out / "data" / "retail"),
+    cli = ["-m", "idgenrec.cli", "finetune", "--config", "demo", "--data", str(out / "data" / "retail"),
            "--out", str(train_dir), f"tokenizer.path={out / 'tokenizer'}",
            f"model.generator.init={out / 'generator-warm'}", f"ids.init={out / 'idtable-initial.tsv'}",
            *size.overrides]
@@ -178,7 +178,7 @@ def train(out: Path, size: DemoSize, procs: int) -> Path:
         cmd = [sys.executable, *cli]
     env = {**os.environ, "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu" if not _has_cuda() else "cuda"),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // procs)))}
-    print("  $ " + " ".join(["torchrun", "--standalone", f"--nproc_per_node={procs}", "-m genrec.cli", *cli[2:]]
+    print("  $ " + " ".join(["torchrun", "--standalone", f"--nproc_per_node={procs}", "-m idgenrec.cli", *cli[2:]]
                             if procs > 1 else ["idgenrec", *cli[2:]]), flush=True)
     result = subprocess.run(cmd, env=env)
     if result.returncode != 0:
@@ -196,7 +196,7 @@ def baseline_rows(dataset, split: str, seed: int) -> list[dict[str, Any]]:
     """Popularity (training-target counts of this dataset) and a seeded random ranking, on ``split``."""
     from zeroshot.harness import eval_samples, eval_settings, popularity_metrics
 
-    from .metrics import hr_ndcg
+    from genrec.metrics import hr_ndcg
 
     samples = eval_samples(dataset, split, eval_settings(None))
     targets = [s.target for s in samples]

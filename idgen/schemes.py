@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from genrec.dataset import Dataset, Item
 from genrec.splits import visible_items
-from idgen.idtable import IdTable
+from .idtable import IdTable
 
 SCHEMES = ("idgenrec", "p5sid", "title")
 _TITLE_FIELDS = ("title", "name")

@@ -16,7 +16,7 @@ COMMANDS = [
     "finetune.cli",
     "pretrain.cli",
     "zeroshot.cli",
-    "genrec.demo",
+    "idgenrec.demo",
     "pretrain.config_cli",
 ]
 
@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         args.words += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from . import quiet
+    from genrec import quiet
 
     quiet.setup(args.verbose)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from . import stop
-    from .io import DataError
-    from .schema import ConfigError
+    from genrec import stop
+    from genrec.io import DataError
+    from genrec.schema import ConfigError
 
     stop.install()
     try:
