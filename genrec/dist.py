@@ -46,6 +46,7 @@ def init(single_process_group: bool = False) -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if torch_dist.is_initialized():
         return
+    private = False
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         if not single_process_group:
             return
@@ -56,6 +57,7 @@ def init(single_process_group: bool = False) -> None:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            private = True
     elif torch.cuda.is_available():
         torch.cuda.set_device(device())
     import deepspeed
@@ -64,6 +66,10 @@ def init(single_process_group: bool = False) -> None:
 
     with quiet.deepspeed_init():
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    if private:  # the store's address is this process's alone: a child process (a test's or the demo's run, a
+        # launcher) must not inherit it and try to serve the same port (EADDRINUSE)
+        for key in ("MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(key, None)
     atexit.register(shutdown)
 
 

@@ -155,10 +155,12 @@ def warmstart(model, tokenizer, texts: list[str], cfg: WarmstartConfig, state_pa
 
 def ensure_generator(cfg: dict[str, Any], texts: list[str], run_dir: str | Path, resume: bool = False) -> None:
     """Set ``model.generator.init`` to a tag-warm-started generator (:func:`warm_generator`) when the recipe gives
-    no generator (no ``model.generator.init``, no ``init=`` export) and the IDs are the generator's
+    no generator (no ``model.generator.init``, no ``init=`` export) or asks for a warm-start from a given model
+    (``warmstart.init``, e.g. the language model of ``init_lm``), and the IDs are the generator's
     (``ids.scheme: idgenrec``); ``cfg["tokenizer"]["path"]`` must be set. Used by ``finetune`` and ``pretrain``."""
     generator = cfg.setdefault("model", {}).setdefault("generator", {})
-    if generator.get("init") or (cfg.get("ids") or {}).get("scheme", "idgenrec") != "idgenrec":
+    start = (cfg.get("warmstart") or {}).get("init")
+    if (generator.get("init") and not start) or (cfg.get("ids") or {}).get("scheme", "idgenrec") != "idgenrec":
         return
     path = warm_generator(cfg, texts, cfg["tokenizer"]["path"], run_dir, resume)
     if path:
@@ -184,7 +186,7 @@ def warm_generator(cfg: dict[str, Any], texts: list[str], tokenizer_dir: str | P
         import torch
 
         from genrec.io import atomic_dir
-        from genrec.modeling import model_from_config
+        from genrec.modeling import load_t5, model_from_config
         from tokenization.spm import load_tokenizer
 
         if (out / "config.json").exists():
@@ -196,7 +198,8 @@ def warm_generator(cfg: dict[str, Any], texts: list[str], tokenizer_dir: str | P
             torch.set_num_threads(int(threads))
         tokenizer = load_tokenizer(tokenizer_dir)
         torch.manual_seed(warm.seed + 1)
-        model = model_from_config((cfg.get("model") or {}).get("generator") or {}, len(tokenizer))
+        model = (load_t5(warm.init) if warm.init
+                 else model_from_config((cfg.get("model") or {}).get("generator") or {}, len(tokenizer)))
         warmstart(model, tokenizer, texts, warm, state_path)
         with atomic_dir(out) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)

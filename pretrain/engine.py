@@ -422,6 +422,7 @@ class Trainer:
         self.engines[REC].module.requires_grad_(True)
         dt = time.perf_counter() - start
         self.stage["seconds"] = stage_base + dt
+        self.state["clock"]["seconds"] = clock_base + dt  # the run's clock agrees with the stage's at its end
         samples, tokens = (sum(c) for c in zip(*dist.all_gather_object((samples, tokens))))
         return {"samples_per_s": samples / dt, "tokens_per_s": tokens / dt, "steps": steps, "seconds": dt, "samples": samples}
 
