@@ -116,19 +116,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def result_table(summary: dict[str, Any], dataset, cfg: dict[str, Any]) -> str:
-    """The selected model's validation row (the stage the export comes from), its test row and popularity scored
+    """The validation row that selected the export, its test row and popularity scored
     on the same test users."""
     from zeroshot.harness import eval_settings, format_table, metric_names, popularity_metrics
 
+    method = (cfg.get("ids") or {}).get("scheme", "idgenrec")
     rows = []
     best = summary.get("best")
-    if best:
-        chosen = next((s for s in summary["stages"] if (s["round"], s["stage"]) == (best["round"], best["stage"])), None)
-        if chosen is not None:
-            rows.append({"method": f"valid (round {best['round']}, {best['stage']} stage)", "dataset": dataset.name,
-                         **chosen["valid"]})
+    if best:  # the validation that selected the export (a stage's end or a validation point inside it)
+        rows.append({"method": f"{method} (valid, round {best['round']} {best['stage']})", "dataset": dataset.name,
+                     **best["valid"]})
     if summary.get("test"):
-        rows.append({"method": "test (the export)", "dataset": dataset.name, **summary["test"]})
+        rows.append({"method": f"{method} (test)", "dataset": dataset.name, **summary["test"]})
         rows.append({"method": "popularity (test)", "dataset": dataset.name,
                      **popularity_metrics(dataset, "test", cfg)})
     return format_table(rows, metric_names(eval_settings(cfg)["ks"]))
