@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print(result_table(summary, dataset, cfg))
         print(f"finetune done in {time.time() - started:.0f}s; export in {args.out / 'export'}, "
               f"results in {args.out / 'summary.json'}")
+    dist.barrier()  # the ranks leave together (rank 0 fitted popularity for the table; see zeroshot.cli)
     return 0
 
 

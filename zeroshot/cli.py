@@ -88,6 +88,9 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     if dist.is_main():
         print(format_table(rows, metric_names(settings["ks"])))
         write_results(args.out, rows, {"checkpoint": str(args.checkpoint), "split": args.split, "eval": settings})
+    # the ranks leave together: a rank that tore its gloo group down while rank 0 still fitted popularity and wrote
+    # the results aborted at exit ('terminate called without an active exception')
+    dist.barrier()
     return 0
 
 
