@@ -367,8 +367,10 @@ class Trainer:
         gas = engine.gradient_accumulation_steps()
         every = int(t.get("checkpoint_every", 0) or 0)
         log_every = int(t.get("log_every", 20))
-        bar = tqdm(desc=f"{kind} epoch {epoch}", unit="batch", disable=not dist.is_main(),
-                   total=self._epoch_steps(batches, max_steps), initial=steps)
+        total = self.stage.get("counted", {}).get(epoch)  # the stage's first epoch was counted for its lr schedule
+        if total is None:
+            total = self._epoch_steps(batches, max_steps)
+        bar = tqdm(desc=f"{kind} epoch {epoch}", unit="batch", disable=not dist.is_main(), total=total, initial=steps)
         samples = tokens = 0
         stage_base, clock_base = self.stage["seconds"], self.state["clock"]["seconds"]
         start = time.perf_counter()
@@ -463,6 +465,7 @@ class Trainer:
         # steps; unknown for a streaming source, whose schedule then follows the stage's time cap alone
         renderer = None if kind == LM else self._renderer()
         per_epoch = self._epoch_steps(self._batches(stage_index, 0, kind, renderer), self.train_cfg.get("max_steps_per_epoch"))
+        self.stage["counted"] = {0: per_epoch}  # the progress bar of epoch 0 reuses it (counting renders the epoch)
         if per_epoch is not None:
             self.stage["planned"] = per_epoch * epochs // self.engines[name].gradient_accumulation_steps()
 
