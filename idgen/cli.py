@@ -43,8 +43,9 @@ def register(subparsers) -> None:
     g.add_argument("--max-windows", type=int, default=5, help="length windows tried before the last resort (idgen.algorithm) names the rest")
     g.add_argument("--max-rounds", type=int, default=None, help="rounds before the last resort names every item still pending")
     g.add_argument("--version", type=int, default=0, help="training round stored in the table")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="forward-pass precision (genrec.precision; auto: bf16 where the hardware runs it natively)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32",
+                   help="forward-pass precision (genrec.precision; bf16 is faster, and its rounding changes candidates "
+                        "under tiny weight changes)")
     g.add_argument("--previous", default=None, help="an earlier IdTable: report the churn against it")
     g.add_argument("--out", required=True, help="IdTable TSV (+ .report.json)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not an ID table")

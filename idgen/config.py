@@ -20,7 +20,7 @@ class IdGenConfig:
     batch_size: int = 64  # items per forward pass (never changes the result)
     normalize: str = "words"  # "words": lowercase \w+ words joined by spaces (the reference); "strip": whitespace only
     version: int = 0  # training round stored in the IdTable
-    precision: str = "fp32"  # genrec.precision of the generator's forward passes (auto | fp32 | bf16)
+    precision: str = "fp32"  # genrec.precision of ID generation's forward passes (auto | fp32 | bf16); not train.precision: bf16 rounding makes IDs churn
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "IdGenConfig":

@@ -29,8 +29,9 @@ left with no time trains no step and is not validated again. A resumed run count
 
 Each stage warms up and decays its learning rate over its planned steps or its time cap (``pretrain.optim``:
 ``optim.<model>.schedule``, ``warmup_steps``, ``min_lr_ratio``); norms, biases and embeddings get no weight decay.
-``train.precision`` (``genrec.precision``) runs the forward passes of training, validation and ID generation under
-bf16 autocast or in fp32; weights and optimizer state are float32 either way.
+``train.precision`` (``genrec.precision``) runs the forward passes of training and validation under bf16 autocast
+or in fp32; weights and optimizer state are float32 either way. ID generation decodes in ``idgen.precision`` (fp32
+unless set), so that a generator stage that barely moves the weights barely moves the IDs.
 
 After each stage the recommender is validated (``zeroshot.harness.evaluate``, template 0), and also every
 ``train.valid_every_seconds`` of training time when set; each validation is a point of the learning curve

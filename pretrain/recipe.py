@@ -43,9 +43,9 @@ class TrainSettings:
     stage_seconds: float | dict[str, float] | None = None  # training seconds per stage, or {recommender: s,
     # generator: s}: a stage ends its epochs once spent (equal-budget comparisons, bench/quality.py)
     budget_minutes: float | None = None  # wall-clock budget of the whole run (null: none)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # forward passes of training, evaluation and ID generation
-    # (bf16 autocast; weights, optimizer state, losses and beam scores stay float32); auto: bf16 where the hardware
-    # runs it fast (CPU avx512_bf16/AMX, GPUs with bf16), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # forward passes of training and evaluation (bf16
+    # autocast; weights, optimizer state, losses and beam scores stay float32); auto: bf16 where the hardware runs it
+    # fast (CPU avx512_bf16/AMX, GPUs with bf16), else fp32. ID generation has its own: idgen.precision
     valid_every_seconds: float | None = None  # also validate (a learning-curve point; best model exported) every
     # this many training seconds
     final_test: bool = True  # score the selected export on the test split at the end

@@ -1,4 +1,4 @@
-"""train.precision (genrec.precision): how auto resolves, bf16 training agrees with fp32 over the first steps, and
+"""train.precision (genrec.precision): how auto resolves, ID generation stays fp32 unless asked, bf16 training agrees with fp32 over the first steps, and
 bf16 decoding ranks with float32 scores."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from genrec import precision
+from idgen.config import IdGenConfig
 
 TINY = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 4, "num_layers": 1, "num_decoder_layers": 1}
 
@@ -23,8 +24,10 @@ def test_resolve_settings(monkeypatch):
         precision.resolve("fp16", "cpu")
     with pytest.raises(ValueError, match="train.precision"):
         precision.setting({"train": {"precision": "half"}})
-    assert precision.idgen_section({"train": {"precision": "bf16"}, "idgen": {"groups": 4}}) == {"precision": "bf16", "groups": 4}
-    assert precision.idgen_section({"train": {"precision": "bf16"}, "idgen": {"precision": "fp32"}})["precision"] == "fp32"
+    # ID generation decodes in idgen.precision (fp32 unless set), not train.precision: bf16 rounding makes IDs churn
+    section = precision.idgen_section({"train": {"precision": "bf16"}, "idgen": {"groups": 4}})
+    assert section == {"groups": 4} and IdGenConfig(**section).precision == "fp32"
+    assert precision.idgen_section({"train": {"precision": "fp32"}, "idgen": {"precision": "bf16"}})["precision"] == "bf16"
     with precision.autocast(torch.bfloat16, "cpu"):
         assert torch.is_autocast_enabled("cpu")
     with precision.autocast(torch.float32, "cpu"):
