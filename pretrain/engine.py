@@ -571,6 +571,12 @@ class Trainer:
             entry["valid"] = {}
             self.state.setdefault("stages", []).append(entry)
             return
+        last = (self.state.get("points") or [None])[-1]
+        if kind == REC and last and (last["step"], last["round"], last["stage"]) == (self.global_step, rnd, kind):
+            # a train.valid_every_seconds point at the stage's last step already validated this model on these IDs
+            entry["valid"] = last["valid"]
+            self.state.setdefault("stages", []).append(entry)
+            return
         t0 = time.perf_counter()
         metrics = self._evaluate("valid")
         self._phase(f"valid {stage_index} ({kind}, round {rnd})", time.perf_counter() - t0)

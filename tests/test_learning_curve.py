@@ -48,6 +48,7 @@ def test_learning_curve_points_test_resume_and_plot(synth_dir, tokenizer_dir, tm
     assert [int(m / 0.03) for m in minutes[:-1]] == list(range(1, len(minutes)))
     samples = [p["samples"] for p in points]
     assert samples == sorted(samples) and samples[0] > 0 and all(p["loss"] > 0 for p in points)
+    assert len({p["step"] for p in points}) == len(points)  # a stage end right after a point is not validated twice
     assert rec["test_users"] == 120 and set(rec["test_by_length_penalty"]) == {"0.0", "1.0"}
     assert rec["test"] == rec["test_by_length_penalty"]["1.0"]  # eval.length_penalty's test is not decoded twice
     assert set(rec["popularity"]) == {"valid", "test"}
