@@ -1,6 +1,6 @@
 """Numeric precision of the forward passes: ``train.precision: auto | fp32 | bf16``, one setting for training
 (both stages) and evaluation, on CPU and GPU alike; ID generation has its own, ``idgen.precision`` (fp32 by default,
-see :func:`idgen_section`).
+see ``idgen.config.IdGenConfig``).
 
 ``bf16`` runs the forward passes under ``torch.autocast`` (matrix products in bfloat16); the weights, their
 gradients and the optimizer state stay float32 (the trainer turns DeepSpeed's own ``bf16`` section off on every
@@ -70,19 +70,6 @@ def setting(cfg: Mapping[str, Any] | None) -> str:
 def from_config(cfg: Mapping[str, Any] | None, device: torch.device | str) -> torch.dtype:
     """The compute dtype a recipe asks for on ``device``."""
     return resolve(setting(cfg), device)
-
-
-def idgen_section(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The recipe's ``idgen`` section: ID generation (Algorithm 1, user IDs) decodes in ``idgen.precision``, fp32
-    unless set, whatever ``train.precision`` says (resolved on the device that decodes, a Ray worker's included).
-
-    Why not bf16: rounding to 8 mantissa bits turns tiny weight changes into changed candidates, and Algorithm 1's
-    claims pass a changed candidate on from item to item. On Beauty, weights moved as far as 40 Adam steps at the
-    paper's generator lr (1e-8) move them changed some first-try candidate of 32 % of the items in bf16 and 0.1 % in
-    fp32; regenerated in bf16 after such a generator stage, 21 % of the IDs changed and validation HR@10 fell from
-    0.0110 to 0.0085. Decoding in fp32 costs about 1.4x the time of bf16, once per ID generation.
-    """
-    return dict((cfg or {}).get("idgen") or {})
 
 
 def autocast(dtype: torch.dtype, device: torch.device | str) -> ContextManager:

@@ -82,14 +82,13 @@ def prompt_user_ids(model, tokenizer, samples: Iterable[Sample], items: Mapping[
     the main rank and sent to all ranks (call on every rank); ``save_to``: also write the table there. The model
     runs in eval mode (its mode is restored)."""
     from genrec import dist
-    from genrec.precision import idgen_section
 
     ids = None
     if dist.is_main():
         was = model.training
         model.eval()
         try:
-            table = profile_ids(model, tokenizer, prompt_texts(samples, items), idgen_section(cfg), progress)
+            table = profile_ids(model, tokenizer, prompt_texts(samples, items), dict((cfg or {}).get("idgen") or {}), progress)
         finally:
             model.train(was)
         if save_to is not None:

@@ -154,10 +154,8 @@ def make_generator(out: Path, tokenizer, dataset, steps: int, seed: int, recipe:
 def make_initial_ids(out: Path, generator, tokenizer, dataset, workers: int, recipe: dict[str, Any]):
     import idgen
 
-    from genrec.precision import idgen_section
-
     table = idgen.generate_from_section(generator, tokenizer, {k: it.text for k, it in dataset.items.items()},
-                                        {**idgen_section(recipe), "workers": workers})
+                                        {**(recipe.get("idgen") or {}), "workers": workers})
     table.check()
     table.save(out / "idtable-initial.tsv")
     rep = table.report

@@ -78,7 +78,7 @@ from genrec.config import merge
 from genrec.dataset import Dataset
 from genrec.io import atomic_write
 from genrec.modeling import load_t5, model_from_config
-from genrec.precision import autocast, from_config, idgen_section
+from genrec.precision import autocast, from_config
 from genrec.prompts import PromptBuilder
 from idgen import userids
 from idgen.idtable import IdTable
@@ -281,7 +281,7 @@ class Trainer:
             model.eval()
             items = {k: it.text for k, it in self.source.items.items()}
             try:
-                return generate_from_section(model, self.tokenizer, items, idgen_section(self.cfg), version=version,
+                return generate_from_section(model, self.tokenizer, items, self.cfg.get("idgen") or {}, version=version,
                                              previous=previous, state_dir=str(self.out / "idgen" / f"v{version}"))
             finally:
                 model.train(was)

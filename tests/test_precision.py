@@ -25,9 +25,8 @@ def test_resolve_settings(monkeypatch):
     with pytest.raises(ValueError, match="train.precision"):
         precision.setting({"train": {"precision": "half"}})
     # ID generation decodes in idgen.precision (fp32 unless set), not train.precision: bf16 rounding makes IDs churn
-    section = precision.idgen_section({"train": {"precision": "bf16"}, "idgen": {"groups": 4}})
-    assert section == {"groups": 4} and IdGenConfig(**section).precision == "fp32"
-    assert precision.idgen_section({"train": {"precision": "fp32"}, "idgen": {"precision": "bf16"}})["precision"] == "bf16"
+    assert IdGenConfig.from_dict({"groups": 4}).precision == "fp32"
+    assert IdGenConfig.from_dict({"precision": "bf16"}).precision == "bf16"
     with precision.autocast(torch.bfloat16, "cpu"):
         assert torch.is_autocast_enabled("cpu")
     with precision.autocast(torch.float32, "cpu"):

@@ -159,7 +159,6 @@ def test_evaluate_builds_prompts_as_the_config_says(export_dir, synth_dataset, d
 def test_evaluate_with_user_ids_names_users_from_the_prompt_history(export_dir, synth_dataset, decoded_prompts):
     """``prompt.user_ids``: every test prompt carries the user ID that the generator makes from that prompt's
     history (``idgen.userids``), and evaluation without a generator is refused."""
-    from genrec.precision import idgen_section
     from genrec.prompts import PromptBuilder
     from idgen.userids import history_key, profile_ids, prompt_texts
     from zeroshot.harness import evaluate, load_checkpoint
@@ -169,8 +168,8 @@ def test_evaluate_with_user_ids_names_users_from_the_prompt_history(export_dir, 
     m = evaluate(ckpt.recommender, ckpt.tokenizer, ckpt.idtable, synth_dataset, "test", cfg, progress=False,
                  generator=ckpt.generator)
     samples = leave_one_out(synth_dataset, "test")
-    users = profile_ids(ckpt.generator, ckpt.tokenizer, prompt_texts(samples, synth_dataset.items), idgen_section(cfg),
-                        progress=False)  # the recipe's idgen settings with its train.precision, as evaluation reads them
+    users = profile_ids(ckpt.generator, ckpt.tokenizer, prompt_texts(samples, synth_dataset.items), cfg["idgen"],
+                        progress=False)  # the recipe's idgen settings, as evaluation reads them
     assert len(users) == len({s.history for s in samples})
     user_tokens = users.token_ids(ckpt.tokenizer)
     builder = PromptBuilder.from_config(ckpt.tokenizer, cfg["prompt"])

@@ -22,7 +22,7 @@ import yaml
 from genrec import dist, schema, stop
 from genrec.dataset import Dataset
 from genrec.io import DataError, atomic_write
-from genrec.precision import from_config, idgen_section
+from genrec.precision import from_config
 from genrec.splits import leave_one_out
 from idgen import userids
 from idgen.idtable import IdTable
@@ -120,7 +120,7 @@ def generate_item_ids(ckpt: Checkpoint, items: Mapping[str, str], cfg: Mapping[s
 
     if ckpt.generator is None:
         raise DataError(ckpt.path, None, "checkpoint has no generator: cannot name items it was not trained on")
-    section = idgen_section(cfg if cfg is not None else ckpt.config)
+    section = (ckpt.config if cfg is None else cfg).get("idgen") or {}
     table = idgen.generate_from_section(ckpt.generator, ckpt.tokenizer, dict(items), section) if dist.is_main() else None
     return dist.broadcast_object(table)
 
