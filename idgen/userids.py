@@ -88,7 +88,7 @@ def prompt_user_ids(model, tokenizer, samples: Iterable[Sample], items: Mapping[
         was = model.training
         model.eval()
         try:
-            table = profile_ids(model, tokenizer, prompt_texts(samples, items), dict((cfg or {}).get("idgen") or {}), progress)
+            table = profile_ids(model, tokenizer, prompt_texts(samples, items), (cfg or {}).get("idgen"), progress)
         finally:
             model.train(was)
         if save_to is not None:

@@ -281,7 +281,7 @@ class Trainer:
             model.eval()
             items = {k: it.text for k, it in self.source.items.items()}
             try:
-                return generate_from_section(model, self.tokenizer, items, self.cfg.get("idgen") or {}, version=version,
+                return generate_from_section(model, self.tokenizer, items, self.cfg.get("idgen"), version=version,
                                              previous=previous, state_dir=str(self.out / "idgen" / f"v{version}"))
             finally:
                 model.train(was)

@@ -142,7 +142,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     user = None
     if with_users:  # the user's ID from this prompt's history, as the harness names every prompt's user
         profile = userids.history_text([ds.items[h].text for h in args.history] + list(free.values()))
-        named_user = userids.profile_ids(ckpt.generator, tok, {"user": profile}, cfg.get("idgen") or {}, progress=False)
+        named_user = userids.profile_ids(ckpt.generator, tok, {"user": profile}, cfg.get("idgen"), progress=False)
         user_id = named_user.ids.get("user")
         print(f"user ID: {user_id!r}")
         user = tok(user_id, add_special_tokens=False)["input_ids"] if user_id else None

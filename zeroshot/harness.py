@@ -120,7 +120,7 @@ def generate_item_ids(ckpt: Checkpoint, items: Mapping[str, str], cfg: Mapping[s
 
     if ckpt.generator is None:
         raise DataError(ckpt.path, None, "checkpoint has no generator: cannot name items it was not trained on")
-    section = (ckpt.config if cfg is None else cfg).get("idgen") or {}
+    section = (ckpt.config if cfg is None else cfg).get("idgen")
     table = idgen.generate_from_section(ckpt.generator, ckpt.tokenizer, dict(items), section) if dist.is_main() else None
     return dist.broadcast_object(table)
 
