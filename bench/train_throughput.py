@@ -9,12 +9,15 @@ Measures, in one run on this machine:
   with ZeRO-2 (``torchrun``, gloo on CPU),
 * the achieved FLOP/s of the recommender stage as a fraction of that peak (FLOPs per token counted by
   ``torch.utils.flop_counter`` on real batches, forward + backward),
-* generator-stage (soft-ID) samples/s on 1 process,
+* generator-stage (soft-ID) samples/s on 1 process, with the item text cut to ``--text-tokens`` and batches cut by
+  ``--generator-max-tokens`` (``train.generator_max_tokens``, 0: no bound),
+* each run's peak resident memory (rank 0's ``ru_maxrss``),
 
 each in every precision of ``--precisions`` (``train.precision``: fp32 and bf16 autocast by default), side by side
 with the bf16 / fp32 speed ratio.
 
     python bench/train_throughput.py [--steps 40] [--precisions fp32 bf16] [--out bench/out/train_throughput.json]
+    python bench/train_throughput.py --stages generator --text-tokens 256 --generator-max-tokens 0   # memory
 
 Prints a table and writes JSON. Numbers depend on the machine and on other load; the JSON records both.
 """
@@ -104,10 +107,11 @@ def worker(args: argparse.Namespace) -> None:
         "prompt": {"max_length": 512},
         "train": {"max_tokens": args.max_tokens, "max_batch": args.max_batch, "chunk_size": 2048,
                   "max_steps_per_epoch": args.steps, "checkpoint_every": 0, "log_every": 10**9,
-                  "precision": args.precision, "threads": args.threads},
+                  "precision": args.precision, "threads": args.threads,
+                  "generator_max_tokens": args.generator_max_tokens or None},
         "optim": {"recommender": {"lr": 1e-3}, "generator": {"lr": 1e-4}},
         "deepspeed": {"config": "zero2"},
-        "softid": {"max_text_tokens": 128},
+        "softid": {"max_text_tokens": args.text_tokens},
     }
     trainer = Trainer(cfg, LeaveOneOutSource(ds, 20, prefixes_per_user=1), Path(args.result).with_suffix(".run"), tokenizer=tok)
     trainer.setup()
@@ -117,7 +121,11 @@ def worker(args: argparse.Namespace) -> None:
     trainer.train_epoch(args.stage, table, epoch=0)  # warm-up epoch (allocations, caches)
     stats = trainer.train_epoch(args.stage, table, epoch=1)
     if dist.is_main():
+        import resource
+
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         Path(args.result).write_text(json.dumps({**stats, "flops_per_token": fpt, "world": dist.world_size(),
+                                                 "peak_rss_bytes": peak_rss,
                                                  "threads": __import__("torch").get_num_threads(),
                                                  "dtype": str(trainer.dtype)}))
 
@@ -128,7 +136,8 @@ def launch(nproc: int, stage: str, precision: str, args: argparse.Namespace, res
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), __file__, "--worker",
            "--stage", stage, "--precision", precision, "--result", str(result), "--steps", str(args.steps), "--vocab", str(args.vocab),
            "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--dropout", str(args.dropout),
-           "--threads", str(threads)]
+           "--threads", str(threads), "--text-tokens", str(args.text_tokens),
+           "--generator-max-tokens", str(args.generator_max_tokens)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"worker failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -147,6 +156,10 @@ def main() -> None:
                                                                    "of a CPU step at this size)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "auto"])
     p.add_argument("--processes", nargs="+", type=int, default=[1, 2], help="recommender runs with this many processes")
+    p.add_argument("--stages", nargs="+", default=["recommender", "generator"], choices=["recommender", "generator"])
+    p.add_argument("--text-tokens", type=int, default=128, help="item text tokens the generator stage reads")
+    p.add_argument("--generator-max-tokens", type=int, default=32768,
+                   help="train.generator_max_tokens: distinct history items * longest text per generator batch (0: none)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train_throughput.json")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--stage", default="recommender", help=argparse.SUPPRESS)
@@ -162,8 +175,10 @@ def main() -> None:
     peak = matmul_peak()
     tmp = CACHE / "runs"
     tmp.mkdir(parents=True, exist_ok=True)
-    runs = [(f"recommender, {n} process{'es ZeRO-2' if n > 1 else ''}", n, "recommender") for n in args.processes]
-    runs.append(("generator (soft IDs), 1 process", 1, "generator"))
+    runs = [(f"recommender, {n} process{'es ZeRO-2' if n > 1 else ''}", n, "recommender")
+            for n in args.processes if "recommender" in args.stages]
+    if "generator" in args.stages:
+        runs.append(("generator (soft IDs), 1 process", 1, "generator"))
     rows = []
     fpt_by_stage: dict[str, float] = {}
     for name, nproc, stage in runs:
@@ -177,23 +192,27 @@ def main() -> None:
                          "samples_per_s": r["samples_per_s"], "tokens_per_s": r["tokens_per_s"],
                          "flops_per_token": fpt, "achieved_flops": achieved,
                          "fraction_of_peak": achieved / peak if achieved else None, "steps": r["steps"],
-                         "seconds": r["seconds"], "threads": r["threads"]})
+                         "seconds": r["seconds"], "threads": r["threads"],
+                         "peak_rss_gb": r["peak_rss_bytes"] / 2**30})
     for r in rows:  # speed relative to the first precision of the same run
         base = next(b for b in rows if b["run"] == r["run"])
         r["ratio"] = r["samples_per_s"] / base["samples_per_s"]
     print(f"matmul peak (fp32): {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores)")
-    print(f"{'run':36} {'precision':>9} {'samples/s':>10} {'ratio':>6} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8}")
+    print(f"{'run':36} {'precision':>9} {'samples/s':>10} {'ratio':>6} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8} "
+          f"{'peak RSS':>9}")
     for r in rows:
         gf = f"{r['achieved_flops'] / 1e9:9.2f}" if r["achieved_flops"] else f"{'-':>9}"
         frac = f"{r['fraction_of_peak']:8.1%}" if r["fraction_of_peak"] else f"{'-':>8}"
-        print(f"{r['run']:36} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac}")
+        print(f"{r['run']:36} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac} "
+              f"{r['peak_rss_gb']:7.2f}GB")
     from genrec.io import atomic_write
 
     with atomic_write(args.out) as f:
         json.dump({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": platform.processor() or platform.machine(),
                    "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                    "matmul_peak_flops": peak, "model": "genrec.modeling.TINY (d128, 2+2 layers)",
-                   "dropout": args.dropout, "rows": rows}, f, indent=2)
+                   "dropout": args.dropout, "text_tokens": args.text_tokens,
+                   "generator_max_tokens": args.generator_max_tokens, "rows": rows}, f, indent=2)
     print(f"-> {args.out}")
 
 

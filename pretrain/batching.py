@@ -74,19 +74,47 @@ class RenderTransform:
         return self.render(sample, self.template(sample))
 
 
-def token_budget_batches(examples: list[Example], max_tokens: int, max_batch: int, rng: random.Random) -> list[list[Example]]:
-    """Length-sorted batches with ``rows * (longest prompt + longest target) <= max_tokens``, in shuffled order."""
+@dataclass(frozen=True)
+class ItemTextBudget:
+    """The generator stage's second budget: the soft-ID pass runs the generator, with gradients, on the text of every
+    distinct history item of a batch, padded to the longest (``collate_generator``'s ``text_ids``), and its memory
+    grows with ``distinct items * longest text``, which the prompt budget ``max_tokens`` does not bound: with 64
+    prompts of up to 20 items and 256-token texts (up to 1,280 x 256 text tokens) a d_model-128 run reached 12-15 GB
+    in its generator stages and was killed (``train.generator_max_tokens``)."""
+
+    lengths: dict[str, int]  # each item's text tokens (as truncated for the generator)
+    max_tokens: int  # distinct history items * their longest text, per batch
+
+    def longest(self, items: tuple[str, ...]) -> int:
+        return max((self.lengths[k] for k in items), default=0)
+
+
+def token_budget_batches(examples: list[Example], max_tokens: int, max_batch: int, rng: random.Random,
+                         text_budget: ItemTextBudget | None = None) -> list[list[Example]]:
+    """Length-sorted batches with ``rows * (longest prompt + longest target) <= max_tokens`` (and, with
+    ``text_budget``, its cost of the batch's distinct history items within its ``max_tokens``), in shuffled order.
+    An example over a budget on its own is a batch of one."""
     order = sorted(examples, key=lambda e: (len(e.input_ids), len(e.labels)))
     batches: list[list[Example]] = []
     cur: list[Example] = []
-    longest = 0
+    items: set[str] = set()  # the batch's distinct history items (with text_budget)
+    longest = text_longest = 0
     for ex in order:
         size = len(ex.input_ids) + len(ex.labels)
-        if cur and (len(cur) >= max_batch or (len(cur) + 1) * max(longest, size) > max_tokens):
+        over_text = False
+        if text_budget is not None:
+            ex_longest = text_budget.longest(ex.items)
+            distinct = len(items) + len(set(ex.items).difference(items))
+            over_text = distinct * max(text_longest, ex_longest) > text_budget.max_tokens
+        if cur and (len(cur) >= max_batch or (len(cur) + 1) * max(longest, size) > max_tokens or over_text):
             batches.append(cur)
-            cur, longest = [], 0
+            cur, longest, text_longest = [], 0, 0
+            items.clear()
         cur.append(ex)
         longest = max(longest, size)
+        if text_budget is not None:
+            items.update(ex.items)
+            text_longest = max(text_longest, ex_longest)
     if cur:
         batches.append(cur)
     rng.shuffle(batches)
@@ -155,6 +183,7 @@ class EpochBatches:
         resume: dict | None = None,
         train: bool = True,
         transform: Callable[[Any], Example] | None = None,
+        text_budget: ItemTextBudget | None = None,
     ):
         self.source, self.render, self.epoch = source, render, epoch
         self.rank, self.world, self.seed = rank, world, seed
@@ -162,6 +191,7 @@ class EpochBatches:
         self.resume = resume
         self.train = train
         self.transform = transform
+        self.text_budget = text_budget
         self.position: dict = dict(resume) if resume else {"chunk": 0, "source": None, "batches": 0}
 
     def count(self) -> int | None:
@@ -174,7 +204,7 @@ class EpochBatches:
         transform = RenderTransform(self.render, self.seed, self.epoch, self.train)
         samples = share(self.epoch, self.rank, self.world, self.seed)
         return sum(len(token_budget_batches([transform(s) for s in samples[i:i + self.chunk_size]], self.max_tokens,
-                                            self.max_batch, random.Random(0)))
+                                            self.max_batch, random.Random(0), self.text_budget))
                    for i in range(0, len(samples), self.chunk_size))
 
     def __iter__(self) -> Iterator[list[Example]]:
@@ -190,7 +220,8 @@ class EpochBatches:
             if not examples:
                 return
             rng = random.Random(f"{self.seed}/{self.epoch}/{chunk}/{self.rank}")
-            for i, batch in enumerate(token_budget_batches(examples, self.max_tokens, self.max_batch, rng)):
+            for i, batch in enumerate(token_budget_batches(examples, self.max_tokens, self.max_batch, rng,
+                                                                 self.text_budget)):
                 if i < skip:
                     continue
                 self.position = {"chunk": chunk, "source": start_state, "batches": i + 1}

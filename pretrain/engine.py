@@ -85,7 +85,7 @@ from idgen.idtable import IdTable
 from idgen.softid import SoftIdConfig, soft_prompt_embeds
 
 from . import checkpoint
-from .batching import EpochBatches, Renderer, collate, collate_generator
+from .batching import EpochBatches, ItemTextBudget, Renderer, collate, collate_generator
 from .dsconfig import resolve
 from .optim import LrSchedule, param_groups
 
@@ -442,11 +442,15 @@ class Trainer:
     def _batches(self, stage_index: int, epoch: int, kind: str, renderer: Renderer | None,
                  resume: dict | None = None) -> EpochBatches:
         t = self.train_cfg
+        text_budget = None
+        if kind == GEN and t.get("generator_max_tokens"):
+            lengths = {k: len(v) for k, v in self._text_tokens().items()}
+            text_budget = ItemTextBudget(lengths, int(t["generator_max_tokens"]))
         return EpochBatches(
             self.source, renderer, epoch=stage_index * 10_000 + epoch, rank=self.rank, world=self.world, seed=self.seed,
             chunk_size=int(t.get("chunk_size", 4096)), max_tokens=int(t.get("max_tokens", 8192)),
             max_batch=int(t.get("max_batch", 64)), resume=resume,
-            transform=self._lm_transform(stage_index * 10_000 + epoch) if kind == LM else None,
+            transform=self._lm_transform(stage_index * 10_000 + epoch) if kind == LM else None, text_budget=text_budget,
         )
 
     # ---------------------------------------------------------------- schedule

@@ -33,6 +33,8 @@ class TrainSettings:
     lm_epochs: int = 1  # epochs of a language-pretraining stage (order: [lm], pretrain.lm)
     max_tokens: int = 8192  # padded tokens (prompt + target) per batch
     max_batch: int = 64  # samples per batch at most
+    generator_max_tokens: int | None = 32768  # generator stage: padded item-text tokens per batch (distinct history
+    # items * their longest text, pretrain.batching.ItemTextBudget); bounds the soft-ID pass's memory (null: none)
     chunk_size: int = 4096  # samples rendered and length-sorted together
     max_steps_per_epoch: int | None = None  # cap on the optimizer steps of an epoch (null: the whole epoch)
     checkpoint_every: int = 0  # optimizer steps (0: only at stage ends and on signals)

@@ -9,7 +9,8 @@ import torch
 from genrec.io import DataError
 from genrec.prompts import PromptBuilder
 from idgen.idtable import IdTable
-from pretrain.batching import EpochBatches, Renderer, RenderTransform, collate, collate_generator, token_budget_batches
+from pretrain.batching import (EpochBatches, ItemTextBudget, Renderer, RenderTransform, collate, collate_generator,
+                               token_budget_batches)
 from pretrain.dsconfig import resolve
 from pretrain.engine import GEN, REC, schedule
 from pretrain.sources import LeaveOneOutSource
@@ -97,6 +98,27 @@ def test_generator_collate_spans_point_at_item_tokens(synth_dataset, renderer, t
         row, start, n, u = int(sp.batch[o]), int(sp.start[o]), int(sp.length[o]), int(sp.item[o])
         assert t["input_ids"][row, start:start + n].tolist() == t["id_ids"][u, :n].tolist()
         assert int(t["id_mask"][u].sum()) == n
+
+
+def test_generator_batches_bound_the_item_text_of_the_soft_id_pass(synth_dataset, renderer, tokenizer):
+    """The generator stage's batches keep distinct history items * longest text (collate_generator's text_ids)
+    within the text budget, which the prompt budget alone leaves unbounded; every example is still batched once."""
+    src = LeaveOneOutSource(synth_dataset)
+    examples = [renderer(s) for s in src.samples]
+    text = {k: tokenizer(it.text)["input_ids"] for k, it in synth_dataset.items.items()}
+    budget = ItemTextBudget({k: len(v) for k, v in text.items()}, max_tokens=600)
+    plain = token_budget_batches(examples, max_tokens=100_000, max_batch=64, rng=random.Random(0))
+    assert max(collate_generator(b, renderer.id_tokens, text)["text_ids"].numel() for b in plain) > 600
+    bounded = token_budget_batches(examples, max_tokens=100_000, max_batch=64, rng=random.Random(0), text_budget=budget)
+    assert sorted(map(id, (e for b in bounded for e in b))) == sorted(map(id, examples))
+    for b in bounded:
+        assert len(b) == 1 or collate_generator(b, renderer.id_tokens, text)["text_ids"].numel() <= 600
+    assert len(bounded) > len(plain)
+    counted = EpochBatches(src, renderer, epoch=0, rank=0, world=1, seed=0, chunk_size=10_000, max_tokens=100_000,
+                           max_batch=64, text_budget=budget)
+    epoch = list(counted)  # the trainer's path: rendered with the training templates, counted for the progress bar
+    assert counted.count() == len(epoch)
+    assert all(len(b) == 1 or collate_generator(b, renderer.id_tokens, text)["text_ids"].numel() <= 600 for b in epoch)
 
 
 def test_render_transform_depends_only_on_the_sample(synth_dataset, renderer):
