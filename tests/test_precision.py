@@ -3,6 +3,7 @@ bf16 decoding ranks with float32 scores."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -15,11 +16,15 @@ TINY = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 4, "num_layers": 1, "
 
 def test_resolve_settings(monkeypatch):
     assert precision.resolve("fp32", "cpu") == torch.float32
-    assert precision.resolve("bf16", "cpu") == torch.bfloat16
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     assert precision.resolve("auto", "cpu") == torch.bfloat16 == precision.resolve(None, "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert precision.resolve("bf16", "cpu") == torch.bfloat16
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     assert precision.from_config({"train": {}}, "cpu") == torch.float32
+    with pytest.warns(UserWarning, match="bf16 is emulated here and slower than fp32"):  # asked for: kept, not silent
+        assert precision.resolve("bf16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
         precision.resolve("fp16", "cpu")
     with pytest.raises(ValueError, match="train.precision"):
