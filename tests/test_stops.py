@@ -1,6 +1,7 @@
-"""Clean stops (genrec.stop): SIGTERM, SIGINT and SIGUSR1 in every phase of a small finetune run end it within
-seconds with one line, no traceback and exit code 128 + signal; ``--resume`` then finishes the run. Also: the demo
-recipe's header command runs from nothing (tokenizer, warm-start, Algorithm 1, training, test next to popularity)."""
+"""Clean stops (genrec.stop): SIGTERM in every phase of a small finetune run, SIGINT and SIGUSR1 in one phase each,
+end it within seconds with one line, no traceback and exit code 128 + signal; ``--resume`` then finishes the run.
+Also: the demo recipe's header command runs from nothing (tokenizer, warm-start, Algorithm 1, training, test next
+to popularity)."""
 from __future__ import annotations
 
 import json
@@ -52,13 +53,17 @@ def finetune_args(synth_dir: Path, tokenizer_dir: Path, out: Path, extra: list[s
             f"tokenizer.path={tokenizer_dir}", *SMALL, *extra]
 
 
+# Every phase is stopped by SIGTERM (what SLURM and Kubernetes send) and resumed; SIGINT and SIGUSR1 share its
+# handler (genrec.stop), so each is sent in one phase only, without a resume: the set stays within CI's budget.
+STOPS = [(phase, "SIGTERM") for phase in PHASES] + [("warm-start", "SIGINT"), ("training", "SIGUSR1")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", list(SIGNALS))
-@pytest.mark.parametrize("phase", list(PHASES))
+@pytest.mark.parametrize("phase,sig", STOPS, ids=[f"{phase}-{sig}" for phase, sig in STOPS])
 def test_stop_in_every_phase_then_resume(phase, sig, synth_dir, tokenizer_dir, tmp_path):
     marker, extra = PHASES[phase]
     stop_then_resume(finetune_args(synth_dir, tokenizer_dir, tmp_path / "run", extra), marker, sig, phase,
-                     resume=sig == "SIGTERM")  # one resume per phase keeps the set within minutes
+                     resume=sig == "SIGTERM")
 
 
 @pytest.mark.slow
