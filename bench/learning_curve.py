@@ -255,4 +255,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from genrec import stop
+
+    try:
+        sys.exit(main())
+    except stop.Stop as e:  # one line, as idgenrec's CLI prints it: the checkpoint is saved, rerun with --resume
+        print(f"learning_curve: {stop.message(e)}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code(e.signum))

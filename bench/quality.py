@@ -40,14 +40,30 @@ PAPER = {
 }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), since the same benchmark runs 2x apart on an AVX-512 Intel and an AVX2
+    AMD core; the platform's name where there is no such file."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
     import torch
 
     from genrec import dist
+    from genrec.precision import cpu_has_fast_bf16
 
     dev = dist.device()
     return {
         "host_cpus": os.cpu_count(),
+        "cpu": cpu_model(),
+        "cpu_bf16": cpu_has_fast_bf16(),
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
         "python": platform.python_version(),

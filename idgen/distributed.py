@@ -131,14 +131,19 @@ class Proposer:
 
 
 def _init_ray(workers: int, ray_address: str | None) -> bool:
-    """Join ``ray_address`` or start a local Ray with one logical CPU per worker; True if we started it."""
+    """Join ``ray_address`` or start a local Ray with one logical CPU per worker; True if we started it.
+
+    A local Ray runs its workers at normal priority: Ray's default (niceness 15) starved the proposers, which are
+    the ID generation itself, whenever anything else ran on the machine (4 minutes to start one actor beside two
+    training runs on 2 cores). A cluster joined by address keeps its own setting (slurm/idgen.sbatch sets 0)."""
     if ray.is_initialized():
         return False
     level = quiet.ray_logging_level()
     if ray_address:
         ray.init(address=ray_address, logging_level=level)
     else:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level=level)
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level=level,
+                 _system_config={"worker_niceness": 0})
     return True
 
 

@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 
 from idgen import IdGenConfig  # noqa: E402
 from idgen.algorithm import generate_ids  # noqa: E402
-from idgen.distributed import KEYS_FILE, LOG_FILE, Registry, RayIdGenerator, generate_ids_ray  # noqa: E402
+from idgen.distributed import KEYS_FILE, LOG_FILE, Registry, RayIdGenerator, _init_ray, generate_ids_ray  # noqa: E402
 
 from test_idgen_algorithm import tiny_generator  # noqa: E402
 
@@ -20,9 +20,20 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    assert _init_ray(2, None)  # the local Ray that generate_ids_ray starts
     yield
     ray.shutdown()
+
+
+def test_local_ray_workers_run_at_normal_priority():
+    """Ray's default worker niceness (15) starved the ID generation whenever anything else ran on the machine."""
+    import os
+
+    @ray.remote
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0)
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,22 @@ def stub_calls(env: dict[str, str]) -> list[str]:
 
 
 def run_script(name: str, env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SLURM_DIR / name), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    """``bash slurm/NAME ARGS``. On a timeout every process the script started is killed before the timeout is
+    raised: a Ray head left running (``ray start --block`` outlives a killed bash) held its ports and CPU and made
+    the tests after it time out as well."""
+    import psutil
+
+    proc = subprocess.Popen(["bash", str(SLURM_DIR / name), *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def printed(stdout: str) -> list[list[str]]:
@@ -170,6 +185,7 @@ def test_idgen_dry_run_ray_cluster(tmp_path):
                         "--batch-size", "64"]
     assert "wait until 3 nodes are alive" in res.stdout
     assert ["export", "RAY_AUTH_MODE=token"] in cmds
+    assert ["export", "RAY_worker_niceness=0"] in cmds
     assert "+ export RAY_AUTH_TOKEN=...  # 64 random hex digits, never printed" in res.stdout
     assert not re.search(r"[0-9a-f]{64}", res.stdout + res.stderr), "the job's Ray token must not reach the log"
 
