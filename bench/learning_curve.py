@@ -260,5 +260,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except stop.Stop as e:  # one line, as idgenrec's CLI prints it: the checkpoint is saved, rerun with --resume
-        print(f"learning_curve: {stop.message(e)}", file=sys.stderr, flush=True)
-        sys.exit(stop.exit_code(e.signum))
+        sys.exit(stop.report(e, "learning_curve"))

@@ -11,7 +11,9 @@ that all ranks run in step agree on stopping with ``genrec.dist.any_true(request
 """
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -81,6 +83,14 @@ def message(stop: Stop) -> str:
     if not stop.saved:
         return f"stopped by a signal ({name}); nothing needed saving"
     return f"stopped by a signal ({name}): saved {'; '.join(stop.saved)}; continue with the same command and --resume"
+
+
+def report(stop: Stop, prog: str) -> int:
+    """What a command's ``main`` does with a :class:`Stop`: print its one line (rank 0 only, since every rank stops)
+    and return :func:`exit_code`."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{prog}: {message(stop)}", file=sys.stderr, flush=True)
+    return exit_code(stop.signum)
 
 
 def main_only(fn: Callable[[], T]) -> T:

@@ -5,7 +5,6 @@ import argparse
 import importlib
 import importlib.metadata
 import logging
-import os
 import sys
 
 # (module, what it registers). Modules import heavy libraries (torch, ray) lazily inside their handlers.
@@ -66,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"idgenrec: error: {e}", file=sys.stderr)
         return 2
     except stop.Stop as e:  # a stop signal: what can be resumed is saved; one line, no traceback
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"idgenrec: {stop.message(e)}", file=sys.stderr, flush=True)
-        return stop.exit_code(e.signum)
+        return stop.report(e, "idgenrec")
 
 
 if __name__ == "__main__":

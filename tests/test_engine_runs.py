@@ -67,8 +67,8 @@ def losses(run: Path) -> dict[int, float]:
 @pytest.mark.parametrize("zero,user_ids", [("zero2", False), ("zero3", True)], ids=["zero2", "zero3-user-ids"])
 def test_two_process_alternating_schedule_syncs_weights(tmp_path, synth_dir, tokenizer_dir, zero, user_ids):
     """ZeRO-2, and ZeRO-3 (partitioned parameters, gathered for decoding, ID generation and export) with user IDs
-    in the prompts, named again after the generator stage by the gathered generator. The generator stage's batches are cut by a small item-text
-    budget (train.generator_max_tokens), so ranks may hold different numbers of them."""
+    in the prompts, named again after the generator stage by the gathered generator. The generator stage's batches
+    are cut by a small item-text budget (train.generator_max_tokens), so ranks may hold different numbers of them."""
     cfg = write_config(tmp_path, tokenizer_dir, train={"max_steps_per_epoch": 4, "generator_max_tokens": 400},
                        deepspeed={"config": zero},
                        prompt={"user_ids": user_ids})
