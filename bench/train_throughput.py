@@ -13,10 +13,12 @@ Measures, in one run on this machine:
   ``--generator-max-tokens`` (``train.generator_max_tokens``, 0: no bound),
 * each run's peak resident memory (rank 0's ``ru_maxrss``),
 
-each in every precision of ``--precisions`` (``train.precision``: fp32 and bf16 autocast by default), side by side
-with the bf16 / fp32 speed ratio.
+each in every precision of ``--precisions`` (``train.precision``: fp32 and bf16 autocast by default) and with each
+model class of ``--t5`` (``genrec``: the trainer's ``GenRecT5``; ``stock``: Hugging Face's T5 as the trainer used it
+before ``genrec.t5fast``), side by side with the speed ratio to the first of them.
 
     python bench/train_throughput.py [--steps 40] [--precisions fp32 bf16] [--out bench/out/train_throughput.json]
+    python bench/train_throughput.py --precisions fp32 --t5 stock genrec   # the CPU fast paths' gain
     python bench/train_throughput.py --stages generator --text-tokens 256 --generator-max-tokens 0   # memory
 
 Prints a table and writes JSON. Numbers depend on the machine and on other load; the JSON records both.
@@ -99,6 +101,11 @@ def worker(args: argparse.Namespace) -> None:
     from pretrain.sources import LeaveOneOutSource
     from tokenization.spm import load_tokenizer
 
+    if args.t5 == ["stock"]:  # Hugging Face's own T5 class (no genrec.t5fast, loss on every position), for the ratio
+        import genrec.modeling
+        from transformers import T5ForConditionalGeneration
+
+        genrec.modeling.GenRecT5 = T5ForConditionalGeneration
     ds = Dataset.load(DATA)
     tok = load_tokenizer(tokenizer_dir(args.vocab))
     cfg = {
@@ -130,14 +137,14 @@ def worker(args: argparse.Namespace) -> None:
                                                  "dtype": str(trainer.dtype)}))
 
 
-def launch(nproc: int, stage: str, precision: str, args: argparse.Namespace, result: Path) -> dict:
+def launch(nproc: int, stage: str, precision: str, t5: str, args: argparse.Namespace, result: Path) -> dict:
     threads = args.threads or max(1, (os.cpu_count() or 1) // nproc)
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), __file__, "--worker",
            "--stage", stage, "--precision", precision, "--result", str(result), "--steps", str(args.steps), "--vocab", str(args.vocab),
            "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--dropout", str(args.dropout),
            "--threads", str(threads), "--text-tokens", str(args.text_tokens),
-           "--generator-max-tokens", str(args.generator_max_tokens)]
+           "--generator-max-tokens", str(args.generator_max_tokens), "--t5", t5]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"worker failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -160,6 +167,9 @@ def main() -> None:
     p.add_argument("--text-tokens", type=int, default=128, help="item text tokens the generator stage reads")
     p.add_argument("--generator-max-tokens", type=int, default=32768,
                    help="train.generator_max_tokens: distinct history items * longest text per generator batch (0: none)")
+    p.add_argument("--t5", nargs="+", default=["genrec"], choices=["genrec", "stock"],
+                   help="model class: genrec.modeling.GenRecT5 (the trainer's) and/or Hugging Face's stock "
+                        "T5ForConditionalGeneration (bernoulli dropout, SDPA, loss over every decoder position)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train_throughput.json")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--stage", default="recommender", help=argparse.SUPPRESS)
@@ -182,28 +192,28 @@ def main() -> None:
     rows = []
     fpt_by_stage: dict[str, float] = {}
     for name, nproc, stage in runs:
-        for prec in args.precisions:
-            r = launch(nproc, stage, prec, args, tmp / f"{stage}-{nproc}-{prec}.json")
+        for prec, t5 in [(prec, t5) for t5 in args.t5 for prec in args.precisions]:
+            r = launch(nproc, stage, prec, t5, args, tmp / f"{stage}-{nproc}-{prec}-{t5}.json")
             fpt = r["flops_per_token"] or fpt_by_stage.get(stage)  # counted once per stage (the same FLOPs in bf16)
             if fpt:
                 fpt_by_stage[stage] = fpt
             achieved = fpt * r["tokens_per_s"] if fpt else None
-            rows.append({"run": name, "processes": nproc, "stage": stage, "precision": prec, "dtype": r["dtype"],
+            rows.append({"run": name, "processes": nproc, "stage": stage, "precision": prec, "t5": t5, "dtype": r["dtype"],
                          "samples_per_s": r["samples_per_s"], "tokens_per_s": r["tokens_per_s"],
                          "flops_per_token": fpt, "achieved_flops": achieved,
                          "fraction_of_peak": achieved / peak if achieved else None, "steps": r["steps"],
                          "seconds": r["seconds"], "threads": r["threads"],
                          "peak_rss_gb": r["peak_rss_bytes"] / 2**30})
-    for r in rows:  # speed relative to the first precision of the same run
+    for r in rows:  # speed relative to the first row (precision, model class) of the same run
         base = next(b for b in rows if b["run"] == r["run"])
         r["ratio"] = r["samples_per_s"] / base["samples_per_s"]
     print(f"matmul peak (fp32): {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores)")
-    print(f"{'run':36} {'precision':>9} {'samples/s':>10} {'ratio':>6} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8} "
+    print(f"{'run':36} {'t5':>6} {'precision':>9} {'samples/s':>10} {'ratio':>6} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8} "
           f"{'peak RSS':>9}")
     for r in rows:
         gf = f"{r['achieved_flops'] / 1e9:9.2f}" if r["achieved_flops"] else f"{'-':>9}"
         frac = f"{r['fraction_of_peak']:8.1%}" if r["fraction_of_peak"] else f"{'-':>8}"
-        print(f"{r['run']:36} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac} "
+        print(f"{r['run']:36} {r['t5']:>6} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac} "
               f"{r['peak_rss_gb']:7.2f}GB")
     from genrec.io import atomic_write
 

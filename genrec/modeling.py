@@ -1,15 +1,58 @@
-"""T5 model builders: tiny configs trained from scratch (tests, demo, CPU) or a local folder / hub name."""
+"""T5 model builders: tiny configs trained from scratch (tests, demo, CPU) or a local folder / hub name.
+
+Every model is a :class:`GenRecT5`: Hugging Face's ``T5ForConditionalGeneration`` (same modules, weights, config
+and ``save_pretrained`` folders) with the CPU fast paths of :mod:`genrec.t5fast` installed and a training loss
+computed on the label positions only.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
+from transformers.modeling_outputs import Seq2SeqLMOutput
+
+from . import t5fast
 
 TINY = {"d_model": 128, "d_ff": 512, "d_kv": 32, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4}
+IGNORE = -100  # label of a padding position
 
 
-def build_t5(vocab_size: int, **size: Any) -> T5ForConditionalGeneration:
+class GenRecT5(T5ForConditionalGeneration):
+    """T5 whose training forward ``forward(input_ids | inputs_embeds, attention_mask, labels)`` (in train mode)
+    returns the mean cross-entropy over the label positions that are not ``-100``, with the LM head applied to those
+    positions only.
+
+    The stock forward projects every decoder position onto the vocabulary: a batch's IDs are padded to its longest,
+    so the head product, the vocabulary-wide log-softmax and their gradients ran on pads as well. In this path
+    ``logits`` is ``[real label tokens, vocab]``; in eval mode, and for any other call (decoder inputs given, no
+    labels, caches), the forward is the stock one with ``[batch, length, vocab]`` logits.
+    """
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        t5fast.install(self)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None, **kwargs: Any):
+        if labels is None or kwargs or not self.training:
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                                   labels=labels, **kwargs)
+        encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)[0]
+        decoded = self.decoder(input_ids=self._shift_right(labels), encoder_hidden_states=encoded,
+                               encoder_attention_mask=attention_mask)[0]
+        real = labels != IGNORE
+        hidden = decoded[real]
+        if self.config.scale_decoder_outputs:
+            hidden = hidden * (self.model_dim ** -0.5)
+        logits = self.lm_head(hidden)
+        loss = F.cross_entropy(logits.float(), labels[real])
+        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoded)
+
+
+def build_t5(vocab_size: int, **size: Any) -> GenRecT5:
     """A randomly initialised T5 with T5's special-token layout (pad 0, eos 1; decoding starts from pad)."""
     cfg = T5Config(
         vocab_size=vocab_size,
@@ -21,15 +64,15 @@ def build_t5(vocab_size: int, **size: Any) -> T5ForConditionalGeneration:
         tie_word_embeddings=size.pop("tie_word_embeddings", True),
         **{**TINY, **size},
     )
-    return T5ForConditionalGeneration(cfg)
+    return GenRecT5(cfg)
 
 
-def load_t5(name_or_path: str | Path) -> T5ForConditionalGeneration:
-    """Load a ``save_pretrained`` folder (or a hub name where a network exists)."""
-    return T5ForConditionalGeneration.from_pretrained(str(name_or_path))
+def load_t5(name_or_path: str | Path) -> GenRecT5:
+    """Load a ``save_pretrained`` folder of any T5 (or a hub name where a network exists)."""
+    return GenRecT5.from_pretrained(str(name_or_path))
 
 
-def model_from_config(spec: dict[str, Any], vocab_size: int) -> T5ForConditionalGeneration:
+def model_from_config(spec: dict[str, Any], vocab_size: int) -> GenRecT5:
     """``{"init": PATH_OR_NAME}`` loads weights; otherwise the remaining keys size a fresh model."""
     spec = dict(spec or {})
     init = spec.pop("init", None)

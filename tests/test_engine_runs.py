@@ -131,16 +131,25 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, synth_dir, tokenizer_d
 
 @pytest.mark.slow
 def test_training_beats_untrained_on_validation(tmp_path, tokenizer_dir):
+    import random
+
+    from genrec.dataset import Dataset
     from genrec.synth import synthesize
 
+    # Every user walks the same fixed cycle of the items from a random start, so each held-out target is a function of
+    # the last history item that the other users' training samples teach. On the synthetic retail data the signal
+    # (brand and category affinity) is too weak for 6 short epochs of a tiny model: its HR@10 went 0.093 -> 0.153 on
+    # one CPU and 0.082 -> 0.082 on another while the training loss fell from 3.6 to 0.5 nats per token.
+    # Here: 0.12 -> 0.665.
+    base = synthesize(600, 100, 0)
+    order, rng = sorted(base.items), random.Random(0)
+    walks = {}
+    for user, seq in base.users.items():
+        start = rng.randrange(len(order))
+        walks[user] = [order[(start + i) % len(order)] for i in range(len(seq))]
     data = tmp_path / "data"
-    synthesize(600, 100, 0).save(data)
+    Dataset(items=base.items, users=walks, name="cycle").save(data)
     model = {"d_model": 64, "d_ff": 128, "d_kv": 16, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2}
-    # 6 short epochs leave this model under-trained, where a decaying lr and bf16 learn less (measured HR@10 after, 300
-    # users, an AVX-512 Intel CPU: constant fp32 0.153, linear fp32 0.120, constant bf16 0.113, from 0.093): the test
-    # pins constant fp32. The same run on an AVX2 AMD EPYC (other kernels, another trajectory) gave 0.093 -> 0.117 with
-    # 300 users (10 epochs: 0.083) and 0.082 -> 0.108 with the 600 used here, so the margin asked for is
-    # 9 of 600 users and a fifth over the untrained model, not what one CPU happened to reach
     cfg = write_config(tmp_path, tokenizer_dir, model={"recommender": model, "generator": TINY}, ids={"scheme": "title"},
                        train={"rounds": 1, "rec_epochs": 6, "initial_eval": True, "max_tokens": 4000, "max_batch": 32,
                               "precision": "fp32"},
@@ -150,4 +159,4 @@ def test_training_beats_untrained_on_validation(tmp_path, tokenizer_dir):
     summary = json.loads((run / "summary.json").read_text())
     before = summary["initial_valid"]["HR@10"]
     after = summary["stages"][-1]["valid"]["HR@10"]
-    assert after >= before + 0.015 and after >= 1.2 * before, (before, after)
+    assert after >= before + 0.3 and after >= 3 * before, (before, after)

@@ -139,7 +139,8 @@ def test_colliding_items_get_unique_ids_independent_of_batch_size(tokenizer, col
     assert sum(encoded) == len(colliding)  # each item encoded once, although some retried
     rep = table.report
     assert rep["items"] == 30 and rep["rounds"] >= 2 and rep["second_try_pct"] > 0 and rep["collisions_resolved"] >= 24
-    assert sum(sum(d.values()) for d in rep["accepted_pct_by_window_lambda"].values()) == pytest.approx(100.0)
+    shares = [v for d in rep["accepted_pct_by_window_lambda"].values() for v in d.values()]
+    assert sum(shares) == pytest.approx(100.0, abs=5e-5 * len(shares))  # each share is rounded to 4 decimals
     again = generate_ids(model, tokenizer, colliding, IdGenConfig(batch_size=3, max_text_tokens=48), progress=False)
     assert again.ids == table.ids
 
