@@ -20,6 +20,16 @@ TINY = {"d_model": 128, "d_ff": 512, "d_kv": 32, "num_layers": 2, "num_decoder_l
 IGNORE = -100  # label of a padding position
 
 
+def head_input(model: T5ForConditionalGeneration, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+               decoder_input_ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """What the LM head of a T5 reads at every decoder position ``[batch, length, d_model]`` (the stock forward up
+    to the head), so that callers project only the positions they use."""
+    encoded = model.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)[0]
+    decoded = model.decoder(input_ids=decoder_input_ids, encoder_hidden_states=encoded,
+                            encoder_attention_mask=attention_mask)[0]
+    return decoded * (model.model_dim ** -0.5) if model.config.scale_decoder_outputs else decoded
+
+
 class GenRecT5(T5ForConditionalGeneration):
     """T5 whose training forward ``forward(input_ids | inputs_embeds, attention_mask, labels)`` (in train mode)
     returns the mean cross-entropy over the label positions that are not ``-100``, with the LM head applied to those
@@ -40,16 +50,11 @@ class GenRecT5(T5ForConditionalGeneration):
         if labels is None or kwargs or not self.training:
             return super().forward(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                    labels=labels, **kwargs)
-        encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)[0]
-        decoded = self.decoder(input_ids=self._shift_right(labels), encoder_hidden_states=encoded,
-                               encoder_attention_mask=attention_mask)[0]
         real = labels != IGNORE
-        hidden = decoded[real]
-        if self.config.scale_decoder_outputs:
-            hidden = hidden * (self.model_dim ** -0.5)
-        logits = self.lm_head(hidden)
+        hidden = head_input(self, input_ids, attention_mask, self._shift_right(labels), inputs_embeds)
+        logits = self.lm_head(hidden[real])
         loss = F.cross_entropy(logits.float(), labels[real])
-        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoded)
+        return Seq2SeqLMOutput(loss=loss, logits=logits)
 
 
 def build_t5(vocab_size: int, **size: Any) -> GenRecT5:

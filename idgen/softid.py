@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from genrec.modeling import head_input
+
 
 @dataclass
 class SoftIdConfig:
@@ -50,7 +52,8 @@ class SpanIndex:
 
 
 def _distribution(logits: torch.Tensor, cfg: SoftIdConfig) -> torch.Tensor:
-    probs = F.softmax(logits.float() / cfg.tau, dim=-1)
+    logits = logits.float()
+    probs = F.softmax(logits if cfg.tau == 1.0 else logits / cfg.tau, dim=-1)
     if not cfg.straight_through:
         return probs
     hard = F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)
@@ -69,17 +72,20 @@ def soft_id_embeddings(
     """Soft embeddings ``[U, L, d]`` of ``U`` items' ID tokens and the mask ``[U, L]`` of steps that may be used.
 
     ``text_ids/text_mask [U, T]``: the items' plain text (generator input); ``id_ids/id_mask [U, L]``: their current
-    ID tokens (no EOS), padded; ``embedding [V, d]``: the recommender's input embedding matrix.
+    ID tokens (no EOS), padded; ``embedding [V, d]``: the recommender's input embedding matrix. Teacher-forced, the
+    generator's head, the softmax over the vocabulary and the product with ``embedding`` run on the ``id_mask``
+    steps only (a batch's IDs are padded to its longest); the other steps of the result are zero.
     """
     start = torch.full_like(id_ids[:, :1], generator.config.decoder_start_token_id)
-    if not cfg.free_running:
-        dec_in = torch.cat([start, id_ids[:, :-1]], dim=1)
-        logits = generator(input_ids=text_ids, attention_mask=text_mask, decoder_input_ids=dec_in).logits
-        step_mask = id_mask
-    else:
+    if cfg.free_running:
         logits, step_mask = _free_running(generator, text_ids, text_mask, start, id_ids.shape[1], id_mask)
-    weights = _distribution(logits[..., : embedding.shape[0]], cfg)
-    return weights.to(embedding.dtype) @ embedding, step_mask
+        return _distribution(logits[..., : embedding.shape[0]], cfg).to(embedding.dtype) @ embedding, step_mask
+    dec_in = torch.cat([start, id_ids[:, :-1]], dim=1)
+    hidden = head_input(generator, text_ids, text_mask, dec_in)[id_mask]
+    weights = _distribution(generator.lm_head(hidden)[:, : embedding.shape[0]], cfg)
+    soft = embedding.new_zeros(*id_ids.shape, embedding.shape[1])
+    soft[id_mask] = weights.to(embedding.dtype) @ embedding
+    return soft, id_mask
 
 
 def _free_running(generator, text_ids, text_mask, start, steps, id_mask):

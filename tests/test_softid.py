@@ -106,3 +106,18 @@ def test_splice_replaces_only_spans_and_valid_steps():
     touched[spans.batch.repeat_interleave(spans.length), torch.cat([torch.arange(s, s + n) for s, n in zip(spans.start.tolist(), spans.length.tolist())])] = True
     assert (out[~touched] == 0).all()
     assert int((out.abs().sum(-1) > 0).sum()) == int(touched.sum()) - 2  # item 0 occurs twice
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_teacher_forced_soft_ids_are_the_full_forward_at_the_id_steps(items, tau):
+    gen, rec = models(3)
+    text, mask = items
+    input_ids, id_ids, id_mask, spans = batch_for([[5, 6, 7], [8, 9], [10, 11, 12, 13]])
+    table = rec.get_input_embeddings().weight.detach()
+    soft, step_mask = soft_id_embeddings(gen, text, mask, id_ids, id_mask, table, SoftIdConfig(tau=tau))
+    dec_in = torch.cat([torch.zeros_like(id_ids[:, :1]), id_ids[:, :-1]], 1)
+    logits = gen(input_ids=text, attention_mask=mask, decoder_input_ids=dec_in).logits  # every step projected
+    full = torch.softmax(logits / tau, -1) @ table
+    assert torch.equal(step_mask, id_mask)
+    assert torch.allclose(soft[id_mask], full[id_mask], atol=1e-6)
+    assert (soft[~id_mask] == 0).all()  # padding steps are never read (splice keeps the hard embedding there)
