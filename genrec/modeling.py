@@ -72,15 +72,17 @@ def build_t5(vocab_size: int, **size: Any) -> GenRecT5:
     return GenRecT5(cfg)
 
 
-def load_t5(name_or_path: str | Path) -> GenRecT5:
-    """Load a ``save_pretrained`` folder of any T5 (or a hub name where a network exists)."""
-    return GenRecT5.from_pretrained(str(name_or_path))
+def load_t5(name_or_path: str | Path, **config: Any) -> GenRecT5:
+    """Load a ``save_pretrained`` folder of any T5 (or a hub name where a network exists); ``config`` overrides keys
+    of its ``T5Config`` that do not change the weights' shapes (``dropout_rate``)."""
+    return GenRecT5.from_pretrained(str(name_or_path), **config)
 
 
 def model_from_config(spec: dict[str, Any], vocab_size: int) -> GenRecT5:
-    """``{"init": PATH_OR_NAME}`` loads weights; otherwise the remaining keys size a fresh model."""
+    """``{"init": PATH_OR_NAME}`` loads weights (and its ``dropout_rate``, a training choice, if given; sizes come
+    from the folder); otherwise the remaining keys size a fresh model."""
     spec = dict(spec or {})
     init = spec.pop("init", None)
     if init:
-        return load_t5(init)
+        return load_t5(init, **({"dropout_rate": spec["dropout_rate"]} if "dropout_rate" in spec else {}))
     return build_t5(vocab_size, **spec)
