@@ -137,12 +137,12 @@ def worker(args: argparse.Namespace) -> None:
                                                  "dtype": str(trainer.dtype)}))
 
 
-def launch(nproc: int, stage: str, precision: str, t5: str, args: argparse.Namespace, result: Path) -> dict:
+def launch(nproc: int, stage: str, precision: str, t5: str, dropout: float, args: argparse.Namespace, result: Path) -> dict:
     threads = args.threads or max(1, (os.cpu_count() or 1) // nproc)
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), __file__, "--worker",
            "--stage", stage, "--precision", precision, "--result", str(result), "--steps", str(args.steps), "--vocab", str(args.vocab),
-           "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--dropout", str(args.dropout),
+           "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--dropout", str(dropout),
            "--threads", str(threads), "--text-tokens", str(args.text_tokens),
            "--generator-max-tokens", str(args.generator_max_tokens), "--t5", t5]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -159,8 +159,8 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes); 1 on a "
                                                 "loaded machine, where spinning OpenMP threads wait for each other")
-    p.add_argument("--dropout", type=float, default=0.1, help="T5 dropout rate (dropout masks cost a fifth to a third "
-                                                                   "of a CPU step at this size)")
+    p.add_argument("--dropouts", nargs="+", type=float, default=[0.1], help="T5 dropout rates, one run each (dropout "
+                   "masks cost a fifth to a third of a CPU step at this size; the recipes' choice, not the code's)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "auto"])
     p.add_argument("--processes", nargs="+", type=int, default=[1, 2], help="recommender runs with this many processes")
     p.add_argument("--stages", nargs="+", default=["recommender", "generator"], choices=["recommender", "generator"])
@@ -174,6 +174,7 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--stage", default="recommender", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--dropout", type=float, default=0.1, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -192,28 +193,28 @@ def main() -> None:
     rows = []
     fpt_by_stage: dict[str, float] = {}
     for name, nproc, stage in runs:
-        for prec, t5 in [(prec, t5) for t5 in args.t5 for prec in args.precisions]:
-            r = launch(nproc, stage, prec, t5, args, tmp / f"{stage}-{nproc}-{prec}-{t5}.json")
+        for prec, t5, drop in [(prec, t5, d) for d in args.dropouts for t5 in args.t5 for prec in args.precisions]:
+            r = launch(nproc, stage, prec, t5, drop, args, tmp / f"{stage}-{nproc}-{prec}-{t5}-{drop}.json")
             fpt = r["flops_per_token"] or fpt_by_stage.get(stage)  # counted once per stage (the same FLOPs in bf16)
             if fpt:
                 fpt_by_stage[stage] = fpt
             achieved = fpt * r["tokens_per_s"] if fpt else None
-            rows.append({"run": name, "processes": nproc, "stage": stage, "precision": prec, "t5": t5, "dtype": r["dtype"],
+            rows.append({"run": name, "processes": nproc, "stage": stage, "precision": prec, "t5": t5, "dropout": drop, "dtype": r["dtype"],
                          "samples_per_s": r["samples_per_s"], "tokens_per_s": r["tokens_per_s"],
                          "flops_per_token": fpt, "achieved_flops": achieved,
                          "fraction_of_peak": achieved / peak if achieved else None, "steps": r["steps"],
                          "seconds": r["seconds"], "threads": r["threads"],
                          "peak_rss_gb": r["peak_rss_bytes"] / 2**30})
-    for r in rows:  # speed relative to the first row (precision, model class) of the same run
+    for r in rows:  # speed relative to the first row (dropout, precision, model class) of the same run
         base = next(b for b in rows if b["run"] == r["run"])
         r["ratio"] = r["samples_per_s"] / base["samples_per_s"]
     print(f"matmul peak (fp32): {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores)")
-    print(f"{'run':36} {'t5':>6} {'precision':>9} {'samples/s':>10} {'ratio':>6} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8} "
+    print(f"{'run':36} {'t5':>6} {'dropout':>7} {'precision':>9} {'samples/s':>10} {'ratio':>6} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8} "
           f"{'peak RSS':>9}")
     for r in rows:
         gf = f"{r['achieved_flops'] / 1e9:9.2f}" if r["achieved_flops"] else f"{'-':>9}"
         frac = f"{r['fraction_of_peak']:8.1%}" if r["fraction_of_peak"] else f"{'-':>8}"
-        print(f"{r['run']:36} {r['t5']:>6} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac} "
+        print(f"{r['run']:36} {r['t5']:>6} {r['dropout']:7.2f} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac} "
               f"{r['peak_rss_gb']:7.2f}GB")
     from genrec.io import atomic_write
 
@@ -221,7 +222,7 @@ def main() -> None:
         json.dump({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": platform.processor() or platform.machine(),
                    "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                    "matmul_peak_flops": peak, "model": "genrec.modeling.TINY (d128, 2+2 layers)",
-                   "dropout": args.dropout, "text_tokens": args.text_tokens,
+                   "dropouts": args.dropouts, "text_tokens": args.text_tokens,
                    "generator_max_tokens": args.generator_max_tokens, "rows": rows}, f, indent=2)
     print(f"-> {args.out}")
 
