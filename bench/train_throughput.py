@@ -15,11 +15,15 @@ Measures, in one run on this machine:
 
 each in every precision of ``--precisions`` (``train.precision``: fp32 and bf16 autocast by default) and with each
 model class of ``--t5`` (``genrec``: the trainer's ``GenRecT5``; ``stock``: Hugging Face's T5 as the trainer used it
-before ``genrec.t5fast``), side by side with the speed ratio to the first of them.
+before ``genrec.t5fast``), side by side with the speed ratio to the first of them. ``--init FOLDER`` starts both
+models from a ``save_pretrained`` folder (an LM, an export's recommender) with its tokenizer when it has one, and
+``--denormals flush keep`` measures the code's flushing of subnormal floats (``genrec.t5fast.flush_denormals``)
+against IEEE subnormals, which trained models produce and x86 cores compute slowly.
 
     python bench/train_throughput.py [--steps 40] [--precisions fp32 bf16] [--out bench/out/train_throughput.json]
     python bench/train_throughput.py --precisions fp32 --t5 stock genrec   # the CPU fast paths' gain
     python bench/train_throughput.py --stages generator --text-tokens 256 --generator-max-tokens 0   # memory
+    python bench/train_throughput.py --init LM/model --denormals flush keep --processes 1 --stages recommender
 
 Prints a table and writes JSON. Numbers depend on the machine and on other load; the JSON records both.
 """
@@ -101,16 +105,22 @@ def worker(args: argparse.Namespace) -> None:
     from pretrain.sources import LeaveOneOutSource
     from tokenization.spm import load_tokenizer
 
+    if args.denormals == ["keep"]:  # undo genrec.modeling's flush before the first parallel region starts the threads
+        import torch
+
+        torch.set_flush_denormal(False)
     if args.t5 == ["stock"]:  # Hugging Face's own T5 class (no genrec.t5fast, loss on every position), for the ratio
         import genrec.modeling
         from transformers import T5ForConditionalGeneration
 
         genrec.modeling.GenRecT5 = T5ForConditionalGeneration
     ds = Dataset.load(DATA)
-    tok = load_tokenizer(tokenizer_dir(args.vocab))
+    has_tokenizer = args.init and (args.init / "tokenizer_config.json").exists()
+    tok = load_tokenizer(args.init if has_tokenizer else tokenizer_dir(args.vocab))
+    start = {"init": str(args.init)} if args.init else {}
     cfg = {
         "seed": 0,
-        "model": {"recommender": {"dropout_rate": args.dropout}, "generator": {"dropout_rate": args.dropout}},
+        "model": {"recommender": {**start, "dropout_rate": args.dropout}, "generator": {**start, "dropout_rate": args.dropout}},
         "prompt": {"max_length": 512},
         "train": {"max_tokens": args.max_tokens, "max_batch": args.max_batch, "chunk_size": 2048,
                   "max_steps_per_epoch": args.steps, "checkpoint_every": 0, "log_every": 10**9,
@@ -137,14 +147,16 @@ def worker(args: argparse.Namespace) -> None:
                                                  "dtype": str(trainer.dtype)}))
 
 
-def launch(nproc: int, stage: str, precision: str, t5: str, dropout: float, args: argparse.Namespace, result: Path) -> dict:
+def launch(nproc: int, stage: str, precision: str, t5: str, dropout: float, denormals: str, args: argparse.Namespace,
+           result: Path) -> dict:
     threads = args.threads or max(1, (os.cpu_count() or 1) // nproc)
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), __file__, "--worker",
            "--stage", stage, "--precision", precision, "--result", str(result), "--steps", str(args.steps), "--vocab", str(args.vocab),
            "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--dropout", str(dropout),
            "--threads", str(threads), "--text-tokens", str(args.text_tokens),
-           "--generator-max-tokens", str(args.generator_max_tokens), "--t5", t5]
+           "--generator-max-tokens", str(args.generator_max_tokens), "--t5", t5, "--denormals", denormals,
+           *(["--init", str(args.init)] if args.init else [])]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"worker failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -170,6 +182,9 @@ def main() -> None:
     p.add_argument("--t5", nargs="+", default=["genrec"], choices=["genrec", "stock"],
                    help="model class: genrec.modeling.GenRecT5 (the trainer's) and/or Hugging Face's stock "
                         "T5ForConditionalGeneration (bernoulli dropout, SDPA, loss over every decoder position)")
+    p.add_argument("--init", type=Path, help="a save_pretrained T5 folder both models start from (default: random weights)")
+    p.add_argument("--denormals", nargs="+", default=["flush"], choices=["flush", "keep"],
+                   help="subnormal floats flushed to zero (the code's setting) or kept (IEEE), one run each")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train_throughput.json")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--stage", default="recommender", help=argparse.SUPPRESS)
@@ -193,36 +208,38 @@ def main() -> None:
     rows = []
     fpt_by_stage: dict[str, float] = {}
     for name, nproc, stage in runs:
-        for prec, t5, drop in [(prec, t5, d) for d in args.dropouts for t5 in args.t5 for prec in args.precisions]:
-            r = launch(nproc, stage, prec, t5, drop, args, tmp / f"{stage}-{nproc}-{prec}-{t5}-{drop}.json")
+        for prec, t5, drop, den in [(prec, t5, d, den) for den in args.denormals for d in args.dropouts for t5 in args.t5
+                                    for prec in args.precisions]:
+            r = launch(nproc, stage, prec, t5, drop, den, args, tmp / f"{stage}-{nproc}-{prec}-{t5}-{drop}-{den}.json")
             fpt = r["flops_per_token"] or fpt_by_stage.get(stage)  # counted once per stage (the same FLOPs in bf16)
             if fpt:
                 fpt_by_stage[stage] = fpt
             achieved = fpt * r["tokens_per_s"] if fpt else None
-            rows.append({"run": name, "processes": nproc, "stage": stage, "precision": prec, "t5": t5, "dropout": drop, "dtype": r["dtype"],
+            rows.append({"run": name, "processes": nproc, "stage": stage, "precision": prec, "t5": t5, "dropout": drop,
+                         "denormals": den, "dtype": r["dtype"],
                          "samples_per_s": r["samples_per_s"], "tokens_per_s": r["tokens_per_s"],
                          "flops_per_token": fpt, "achieved_flops": achieved,
                          "fraction_of_peak": achieved / peak if achieved else None, "steps": r["steps"],
                          "seconds": r["seconds"], "threads": r["threads"],
                          "peak_rss_gb": r["peak_rss_bytes"] / 2**30})
-    for r in rows:  # speed relative to the first row (dropout, precision, model class) of the same run
+    for r in rows:  # speed relative to the first row (denormals, dropout, precision, model class) of the same run
         base = next(b for b in rows if b["run"] == r["run"])
         r["ratio"] = r["samples_per_s"] / base["samples_per_s"]
     print(f"matmul peak (fp32): {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores)")
-    print(f"{'run':36} {'t5':>6} {'dropout':>7} {'precision':>9} {'samples/s':>10} {'ratio':>6} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8} "
+    print(f"{'run':36} {'t5':>6} {'denormals':>9} {'dropout':>7} {'precision':>9} {'samples/s':>10} {'ratio':>6} {'tokens/s':>10} {'GFLOP/s':>9} {'of peak':>8} "
           f"{'peak RSS':>9}")
     for r in rows:
         gf = f"{r['achieved_flops'] / 1e9:9.2f}" if r["achieved_flops"] else f"{'-':>9}"
         frac = f"{r['fraction_of_peak']:8.1%}" if r["fraction_of_peak"] else f"{'-':>8}"
-        print(f"{r['run']:36} {r['t5']:>6} {r['dropout']:7.2f} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac} "
+        print(f"{r['run']:36} {r['t5']:>6} {r['denormals']:>9} {r['dropout']:7.2f} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac} "
               f"{r['peak_rss_gb']:7.2f}GB")
     from genrec.io import atomic_write
 
     with atomic_write(args.out) as f:
         json.dump({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": platform.processor() or platform.machine(),
                    "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                   "matmul_peak_flops": peak, "model": "genrec.modeling.TINY (d128, 2+2 layers)",
-                   "dropouts": args.dropouts, "text_tokens": args.text_tokens,
+                   "matmul_peak_flops": peak, "model": str(args.init) if args.init else "genrec.modeling.TINY (d128, 2+2 layers)",
+                   "dropouts": args.dropouts, "denormals": args.denormals, "text_tokens": args.text_tokens,
                    "generator_max_tokens": args.generator_max_tokens, "rows": rows}, f, indent=2)
     print(f"-> {args.out}")
 

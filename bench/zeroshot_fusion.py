@@ -30,6 +30,8 @@ DATA = ROOT.parent / "shared" / "datasets" / "derived"
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 SIZES = {
     "tiny": {"d_model": 64, "d_ff": 256, "d_kv": 16, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4},
+    # the CPU recipes' size (configs/standard-cpu.yaml, configs/lm.yaml)
+    "cpu": {"d_model": 128, "d_ff": 512, "d_kv": 32, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4},
     "small": {"d_model": 256, "d_ff": 1024, "d_kv": 32, "num_layers": 4, "num_decoder_layers": 4, "num_heads": 8},
     "t5-small": {"d_model": 512, "d_ff": 2048, "d_kv": 64, "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8},
 }

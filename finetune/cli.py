@@ -34,19 +34,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def apply_init(cfg: dict[str, Any]) -> None:
-    """``init: CKPT`` -> both models and the tokenizer from that export folder."""
+    """``init: CKPT`` -> both models and the tokenizer from that export folder (the recipe's dropout kept)."""
     init = cfg.get("init")
     if not init:
         return
     from genrec.io import DataError
+    from genrec.recipe import init_spec
 
     root = Path(init)
     for part, marker in (("recommender", "config.json"), ("generator", "config.json"), ("tokenizer", "tokenizer_config.json")):
         if not (root / part / marker).exists():
             raise DataError(root / part, None, f"init checkpoint has no {part} (expected {marker}; see docs/architecture.md)")
     models = cfg.setdefault("model", {})
-    models["recommender"] = {"init": str(root / "recommender")}
-    models["generator"] = {"init": str(root / "generator")}
+    for part in ("recommender", "generator"):
+        models[part] = init_spec(str(root / part), models.get(part))
     cfg.setdefault("tokenizer", {})["path"] = str(root / "tokenizer")
 
 

@@ -15,6 +15,9 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from . import t5fast
+from .recipe import TRAINING_CHOICES
+
+t5fast.flush_denormals()  # before any model or intra-op thread exists: trained T5s underflow into slow subnormals
 
 TINY = {"d_model": 128, "d_ff": 512, "d_kv": 32, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4}
 IGNORE = -100  # label of a padding position
@@ -79,10 +82,10 @@ def load_t5(name_or_path: str | Path, **config: Any) -> GenRecT5:
 
 
 def model_from_config(spec: dict[str, Any], vocab_size: int) -> GenRecT5:
-    """``{"init": PATH_OR_NAME}`` loads weights (and its ``dropout_rate``, a training choice, if given; sizes come
-    from the folder); otherwise the remaining keys size a fresh model."""
+    """``{"init": PATH_OR_NAME}`` loads weights (and the training choices given with it, e.g. ``dropout_rate``;
+    sizes come from the folder); otherwise the remaining keys size a fresh model."""
     spec = dict(spec or {})
     init = spec.pop("init", None)
     if init:
-        return load_t5(init, **({"dropout_rate": spec["dropout_rate"]} if "dropout_rate" in spec else {}))
+        return load_t5(init, **{k: spec[k] for k in TRAINING_CHOICES if k in spec})
     return build_t5(vocab_size, **spec)

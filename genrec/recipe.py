@@ -21,6 +21,16 @@ class TokenizerSettings:
     extra_ids: int = 0  # T5 sentinels <extra_id_0..N-1> appended to a tokenizer trained here (lm: 100, span corruption needs them)
 
 
+TRAINING_CHOICES = ("dropout_rate",)  # T5Config keys a recipe may set for a model it loads (they change no shapes)
+
+
+def init_spec(folder: str, spec: dict[str, Any] | None) -> dict[str, Any]:
+    """``model.<part>`` for a model started from ``folder``: ``{"init": folder}`` plus the training choices
+    (``dropout_rate``) the recipe's ``spec`` sets, so a top-level ``init`` or ``init_lm`` keeps the recipe's dropout
+    as ``model.<part>.init`` does (its sizes are the folder's)."""
+    return {"init": folder, **{k: spec[k] for k in TRAINING_CHOICES if k in (spec or {})}}
+
+
 @dataclass
 class ModelSettings:
     """The two T5s: genrec.modeling.build_t5 sizes (d_model, d_ff, ...) or {init: a save_pretrained folder}."""

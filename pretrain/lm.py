@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from genrec.io import DataError, atomic_dir, atomic_write
+from genrec.recipe import init_spec
 
 from .batching import IGNORE, Example, collate, token_budget_batches
 from .shards import ShardSource, TextRecord, write_shards
@@ -278,8 +279,8 @@ def apply_init_lm(cfg: dict[str, Any]) -> None:
     folder = str(lm_model_dir(lm))
     cfg["init_lm"] = folder
     models = cfg.setdefault("model", {})
-    models["recommender"] = {"init": folder}
-    models["generator"] = {"init": folder}
+    for part in ("recommender", "generator"):
+        models[part] = init_spec(folder, models.get(part))
     cfg.setdefault("tokenizer", {})["path"] = folder
     cfg.setdefault("warmstart", {})["init"] = folder
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from genrec import stop
+from finetune.cli import apply_init
 from idgenrec.cli import main
 from genrec.config import load_config
 from genrec.dataset import Dataset
@@ -218,7 +219,7 @@ def test_lm_stage_resumes_exactly(tmp_path, synth_dataset, monkeypatch):
         assert torch.equal(v, load_t5(full / "model").state_dict()[k]), k
 
 
-def test_init_lm_starts_both_models_and_the_warm_start_from_the_lm(lm_run):
+def test_init_lm_starts_both_models_and_the_warm_start_from_the_lm(lm_run, tmp_path):
     out, _ = lm_run
     cfg = load_config("standard", [f"init_lm={out}"])  # the run folder; its model/ is the LM
     apply_init_lm(cfg)
@@ -228,6 +229,20 @@ def test_init_lm_starts_both_models_and_the_warm_start_from_the_lm(lm_run):
     for part in ("recommender", "generator"):
         model = model_from_config(cfg["model"][part], 0).state_dict()
         assert model.keys() == lm.keys() and all(torch.equal(model[k], lm[k]) for k in lm)
+    # the recipe's dropout (a training choice) survives the swap to {init: ...}; its sizes do not
+    cfg = load_config("standard-cpu", [f"init_lm={out}"])
+    apply_init_lm(cfg)
+    assert cfg["model"]["recommender"] == {"init": folder, "dropout_rate": 0.0}
+    assert cfg["model"]["generator"] == {"init": folder}
+    assert model_from_config(cfg["model"]["recommender"], 0).config.dropout_rate == 0.0
+    for part in ("recommender", "generator", "tokenizer"):  # an export folder (init: EXPORT) takes the same rule
+        (tmp_path / part).mkdir()
+        (tmp_path / part / ("tokenizer_config.json" if part == "tokenizer" else "config.json")).write_text("{}")
+    export = {"init": str(tmp_path),
+              "model": {"recommender": {"d_model": 64, "dropout_rate": 0.0}, "generator": {"d_model": 64}}}
+    apply_init(export)
+    assert export["model"] == {"recommender": {"init": str(tmp_path / "recommender"), "dropout_rate": 0.0},
+                               "generator": {"init": str(tmp_path / "generator")}}
     with pytest.raises(ValueError, match="not both"):
         apply_init_lm({"init": "export", "init_lm": folder})
     with pytest.raises(DataError, match="not a language-model folder"):
@@ -272,7 +287,8 @@ def test_fusion_recipe_runs_the_lm_stage_first(tmp_path, synth_dir):
     lm = run / "lm" / "model"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["init_lm"] == str(lm) and cfg["tokenizer"]["path"] == str(lm)
-    assert cfg["model"]["recommender"] == {"init": str(lm)} and cfg["warmstart"]["init"] == str(lm)
+    assert cfg["model"]["recommender"] == {"init": str(lm), "dropout_rate": 0.1}  # the recipe's dropout is kept
+    assert cfg["warmstart"]["init"] == str(lm)
     assert cfg["model"]["generator"] == {"init": str(run / "warmstart")}
     assert load_t5(run / "warmstart").config.d_model == load_t5(lm).config.d_model == 32
     assert len(sentinel_ids(load_tokenizer(run / "export" / "tokenizer"))) == 100

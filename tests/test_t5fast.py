@@ -2,6 +2,11 @@
 T5 computes: the same loss and gradients, dropout with the asked probability, stock folders loading into them."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import T5ForConditionalGeneration
@@ -103,3 +108,18 @@ def test_an_init_folder_takes_the_recipes_dropout_and_keeps_its_own_otherwise(tm
     assert kept.config.dropout_rate == 0.1 and {m.p for m in kept.modules() if isinstance(m, t5fast.Dropout)} == {0.1}
     batch = _batch()
     assert off(**batch).loss.item() == pytest.approx(fast.eval()(**batch).loss.item(), rel=1e-6)
+
+
+def test_importing_the_models_flushes_subnormals_in_every_intra_op_thread() -> None:
+    """A fresh process that imports genrec.modeling computes 1e-30 * 1e-10 (a subnormal in fp32) as 0, on the main
+    thread and in the intra-op threads of a large elementwise product; plain torch keeps the subnormal."""
+    probe = ("import torch{imp}; torch.set_num_threads(2); x = torch.full((1 << 20,), 1e-30); "
+             "print(int(((x * 1e-10) == 0).sum()), int(torch.set_flush_denormal(True)))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    flushed = subprocess.run([sys.executable, "-c", probe.format(imp="; import genrec.modeling")], env=env,
+                             capture_output=True, text=True, check=True).stdout.split()
+    if flushed[1] == "0":  # set_flush_denormal answers False on a CPU without flush-to-zero flags
+        pytest.skip("no FTZ/DAZ on this CPU")
+    plain = subprocess.run([sys.executable, "-c", probe.format(imp="")], env=env, capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert flushed[0] == str(1 << 20) and plain[0] == "0"
