@@ -15,7 +15,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from . import t5fast
-from .recipe import TRAINING_CHOICES
+from .recipe import training_choices
 
 t5fast.flush_denormals()  # before any model or intra-op thread exists: trained T5s underflow into slow subnormals
 
@@ -87,5 +87,5 @@ def model_from_config(spec: dict[str, Any], vocab_size: int) -> GenRecT5:
     spec = dict(spec or {})
     init = spec.pop("init", None)
     if init:
-        return load_t5(init, **{k: spec[k] for k in TRAINING_CHOICES if k in spec})
+        return load_t5(init, **training_choices(spec))
     return build_t5(vocab_size, **spec)

@@ -24,11 +24,16 @@ class TokenizerSettings:
 TRAINING_CHOICES = ("dropout_rate",)  # T5Config keys a recipe may set for a model it loads (they change no shapes)
 
 
+def training_choices(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The keys of a ``model.<part>`` spec that apply to a loaded model too (``dropout_rate``)."""
+    return {k: spec[k] for k in TRAINING_CHOICES if k in (spec or {})}
+
+
 def init_spec(folder: str, spec: dict[str, Any] | None) -> dict[str, Any]:
     """``model.<part>`` for a model started from ``folder``: ``{"init": folder}`` plus the training choices
-    (``dropout_rate``) the recipe's ``spec`` sets, so a top-level ``init`` or ``init_lm`` keeps the recipe's dropout
-    as ``model.<part>.init`` does (its sizes are the folder's)."""
-    return {"init": folder, **{k: spec[k] for k in TRAINING_CHOICES if k in (spec or {})}}
+    the recipe's ``spec`` sets, so a top-level ``init`` or ``init_lm`` keeps the recipe's dropout as
+    ``model.<part>.init`` does (its sizes are the folder's)."""
+    return {"init": folder, **training_choices(spec)}
 
 
 @dataclass
