@@ -28,16 +28,18 @@ from idgen.idtable import IdTable
 from idgen.warmstart import fields_of
 
 
-def id_words(table: IdTable, keys: dict[str, str], max_items: int) -> dict[str, set[str]]:
-    """Dataset item key -> the words of its ID (numbers dropped; words of more than ``max_items`` items too, if > 0)."""
-    words = {k: {w for w in table.ids[tk].split() if not w.isdigit()} for k, tk in keys.items()}
+def id_words(table: IdTable, keys: dict[str, str], max_items: int) -> dict[str, tuple[str, ...]]:
+    """Dataset item key -> the distinct words of its ID, sorted so that scoring visits candidates (and draws their
+    random tie-breaks) in the same order in every process (numbers dropped; words of more than ``max_items`` items
+    too, if > 0)."""
+    words = {k: sorted({w for w in table.ids[tk].split() if not w.isdigit()}) for k, tk in keys.items()}
     if max_items > 0:
         df = collections.Counter(w for ws in words.values() for w in ws)
-        words = {k: {w for w in ws if df[w] <= max_items} for k, ws in words.items()}
-    return words
+        words = {k: [w for w in ws if df[w] <= max_items] for k, ws in words.items()}
+    return {k: tuple(ws) for k, ws in words.items()}
 
 
-def rank(history: tuple[str, ...], words: dict[str, set[str]], index: dict[str, list[str]], k: int,
+def rank(history: tuple[str, ...], words: dict[str, tuple[str, ...]], index: dict[str, list[str]], k: int,
          rng: random.Random) -> list[str]:
     """The ``k`` items whose IDs share the most weighted words with the history's IDs (history excluded)."""
     score: collections.Counter[str] = collections.Counter()
@@ -72,14 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
     dataset, table = Dataset.load(args.data), IdTable.load(args.idtable)
     keys = {k: f"{args.prefix}:{k}" if args.prefix else k for k in dataset.items}
-    missing = [k for k in keys.values() if k not in table.ids]
-    if len(missing) == len(keys):
+    named = {k: tk for k, tk in keys.items() if tk in table.ids}
+    if not named:
         raise DataError(args.idtable, None, f"names none of the {len(keys)} items of {args.data} (wrong --prefix?)")
     samples = [s for s in leave_one_out(dataset, "test", max(args.history))
-               if all(keys[i] in table.ids for i in (*s.history, s.target))]
+               if all(i in named for i in (*s.history, s.target))]
     if args.users:
         samples = samples[: args.users]
-    named = {k: tk for k, tk in keys.items() if tk in table.ids}
     words = id_words(table, named, args.max_items)
     index: dict[str, list[str]] = collections.defaultdict(list)
     for k, ws in words.items():
