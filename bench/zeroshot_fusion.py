@@ -8,7 +8,9 @@ streaming the shards; then on each unseen dataset the pretrained generator names
 and the recommender is scored on the test split of ``--test-users`` users (seeded hash subsample); with
 ``--catalogue sampled`` only the items of those users are named and ranked (a smaller candidate set: faster, and
 easier than the paper's full ranking). Popularity is fitted on the unseen dataset's own training split (a
-supervised reference the zero-shot model does not get) and scored on exactly the same users.
+supervised reference the zero-shot model does not get) and scored on exactly the same users. With the override
+``ids.scheme=title`` the recommender trains on fixed title IDs instead (no generator, no warm-start) and the unseen
+items are named by the same title rule (``zeroshot.harness.dataset_ids``).
 
     nice -n 19 python3 bench/zeroshot_fusion.py --max-users 2000 --test-users 1000
 """
@@ -100,7 +102,9 @@ def zero_shot_rows(export: Path, unseen: dict[str, Any], cfg_eval: dict[str, Any
             table = dataset_ids(ckpt, scored, cfg)
         with timed(f"zero-shot {name}", times):
             metrics = evaluate(ckpt.recommender, ckpt.tokenizer, table, scored, "test", cfg)
-        rows.append({"method": "IDGenRec zero-shot", "dataset": name, **metrics})
+        scheme = (ckpt.config.get("ids") or {}).get("scheme", "idgenrec")
+        method = "IDGenRec zero-shot" if scheme == "idgenrec" else f"T5 zero-shot, {scheme} IDs"
+        rows.append({"method": method, "dataset": name, **metrics})
         # fitted on all of the dataset's training targets, ranking the same catalogue, scoring the same users
         rows.append({"method": "popularity (supervised)", "dataset": name,
                      **popularity_metrics(scored, "test", cfg, fit_dataset=full)})

@@ -4,8 +4,9 @@
   order of first appearance in the training sequences (users in dataset order), so items that co-occur early share
   number prefixes. ``style="subword"`` writes the plain number and lets the SentencePiece tokenizer split it into
   subword pieces (the P5 setting); ``style="digits"`` spaces the digits so every digit is one token.
-* **Title IDs**: the item's title (or name) truncated to ``max_words`` words, made unique by a numeric suffix — the
-  naive semantic ID that IDGenRec's learned IDs improve on.
+* **Title IDs**: the item's title (or name; without one, its field values) truncated to ``max_words`` words, made
+  unique by a numeric suffix — the naive semantic ID that IDGenRec's learned IDs improve on. A rule of the item text
+  alone, so it also names items a model never saw (``zeroshot.harness.dataset_ids``).
 
 Both return an :class:`~idgen.idtable.IdTable` that is never regenerated during training.
 """
@@ -48,17 +49,20 @@ def p5sid_table(dataset: Dataset, style: str = "subword", start: int = 1) -> IdT
 
 
 def item_title(item: Item) -> str:
-    """The title (or name) field, read from structured fields or from the ``title: ...; brand: ...`` plain text;
-    the whole text when the item has neither."""
+    """The title (or name) field, read from structured fields or from the ``title: ...; brand: ...`` plain text.
+    An item without one (every Sports item has only brand and categories) gets its field values in order, without
+    the field names, which would otherwise become the first words of every such ID; plain text without fields is
+    returned whole."""
     for name in _TITLE_FIELDS:
         value = item.fields.get(name)
         if isinstance(value, str) and value.strip():
             return value
-    for part in item.text.split("; "):
-        name, sep, value = part.partition(": ")
+    fields = [part.partition(": ") for part in item.text.split("; ")]
+    for name, sep, value in fields:
         if sep and name.strip().lower() in _TITLE_FIELDS and value.strip():
             return value
-    return item.text
+    values = [value for _, sep, value in fields if sep and value.strip()]
+    return "; ".join(values) if values else item.text
 
 
 def title_words(text: str, max_words: int, lowercase: bool = True) -> str:

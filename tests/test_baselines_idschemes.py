@@ -47,6 +47,8 @@ def test_title_ids_truncated_and_made_unique_by_suffix():
         Item("d", "title: OPI Nail Lacquer!!"),
         Item("e", "title: ???"),
         Item("f", "name: Joe's Diner; city: Reno"),
+        Item("g", "brand: Ghost; categories: Hunting & Fishing, Hunting"),  # no title: the field values, no names
+        Item("h", "Plain text, no fields"),
     ]
     table = title_table(items, max_words=3)
     assert table.ids == {
@@ -56,6 +58,8 @@ def test_title_ids_truncated_and_made_unique_by_suffix():
         "d": "opi nail lacquer 4",
         "e": "e",
         "f": "joe's diner",
+        "g": "ghost hunting fishing",
+        "h": "plain text no",
     }
     assert table.report["suffixed"] == 3
     assert item_title(items[2]) == "OPI nail lacquer 2"

@@ -310,6 +310,25 @@ def test_zeroshot_names_unseen_items_with_the_generator(export_dir, synth_dir, t
     assert row["dataset"] == "unseen" and row["users"] == len(leave_one_out(Dataset.load(other), "test"))
 
 
+def test_a_title_scheme_checkpoint_names_unseen_items_by_the_title_rule(export_dir, synth_dataset):
+    """A recommender trained on fixed title IDs reads unseen items' IDs made by the same rule (with the checkpoint's
+    ``ids.title_words``), not by a generator it never trained with; interaction-built P5-SID IDs cannot name unseen
+    items, and say so."""
+    from idgen.schemes import title_table as title_rule
+    from zeroshot.harness import dataset_ids, load_checkpoint
+
+    ckpt = load_checkpoint(export_dir)
+    ckpt.generator = None  # the title rule must not need one
+    ckpt.config = {**ckpt.config, "ids": {"scheme": "title", "title_words": 3}}
+    table = dataset_ids(ckpt, synth_dataset, {"eval": {"ids": "generate"}})
+    assert table.ids == title_rule(synth_dataset.items, max_words=3).ids
+    assert max(len(i.split()) for i in table.ids.values()) <= 4  # three words, plus a counter on a duplicate
+
+    ckpt.config["ids"] = {"scheme": "p5sid"}
+    with pytest.raises(DataError, match=r"config\.yaml.*p5sid.*cannot name the \d+ unseen items"):
+        dataset_ids(ckpt, synth_dataset, {"eval": {"ids": "generate"}})
+
+
 def test_recommend_cold_start_item_enters_the_ranking(export_dir, synth_dir, synth_dataset, capsys):
     """A new item named by the generator is inserted into the trie: with as many beams as items, every item
     (the new one included) is ranked."""
@@ -341,3 +360,13 @@ def test_two_ranks_count_every_user_once(export_dir, synth_dir, tmp_path):
 
 if __name__ == "__main__":  # the torchrun entry point of the test above
     sys.exit(run_cli(sys.argv[1:]))
+
+
+def test_history_copy_counts_items_that_reuse_history_words():
+    """bench/history_copy.py's measure: counters are not words; the first word must begin a history ID."""
+    from bench.history_copy import copy_shares
+
+    table = IdTable({"h1": "opi nail lacquer", "h2": "essie gel 2", "a": "opi top coat", "b": "gel polish red",
+                     "c": "zuzu liner", "d": "red 2"})
+    shares = copy_shares(table, [("h1", "h2"), ("h1",)], [["a", "b", "c"], ["d"]])
+    assert shares == {"shares_a_history_word": 2 / 4, "first_word_starts_a_history_id": 1 / 4}

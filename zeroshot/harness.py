@@ -1,7 +1,8 @@
 """Evaluation harness: checkpoint folder -> IDs for every item of a dataset -> trie -> ranked lists -> HR/NDCG.
 
 Used by ``idgenrec zeroshot`` (datasets the recommender never saw get IDs from the checkpoint's generator, the same
-Algorithm 1 as in training) and by ``idgenrec recommend``. Test users are sorted by prompt length and dealt out to
+Algorithm 1 as in training, or from the title rule when the checkpoint was trained on ``ids.scheme: title``) and by
+``idgenrec recommend``. Test users are sorted by prompt length and dealt out to
 ranks round-robin, so every rank decodes similar lengths; each rank returns ``(sample index, ranking)`` pairs and
 the gathered pairs cover every user exactly once (no sampler padding), which :func:`evaluate` checks.
 
@@ -23,7 +24,7 @@ from genrec import dist, schema, stop
 from genrec.dataset import Dataset
 from genrec.io import DataError, atomic_write
 from genrec.precision import from_config
-from genrec.splits import leave_one_out
+from genrec.splits import Sample, leave_one_out
 from idgen import userids
 from idgen.idtable import IdTable
 
@@ -50,8 +51,8 @@ class EvalSettings:
     test_length_penalties: list[float] | None = None  # the trainer scores its selected export on test once per length
     # penalty listed here (as well as once with length_penalty), e.g. [0.0, 1.0]; null: only length_penalty
     ids: Literal["auto", "generate", "idtable"] = "auto"  # auto: the checkpoint's idtable when it names every item
-    # of the dataset, else the generator names them all; generate: always the generator (zero-shot); idtable: always
-    # the table
+    # of the dataset, else the items are named afresh; generate: always afresh (zero-shot), by the checkpoint's ID
+    # scheme (ids.scheme: idgenrec -> its generator, title -> the title rule); idtable: always the table
 
 
 EVAL_DEFAULTS: dict[str, Any] = asdict(EvalSettings())
@@ -126,7 +127,8 @@ def generate_item_ids(ckpt: Checkpoint, items: Mapping[str, str], cfg: Mapping[s
 
 
 def dataset_ids(ckpt: Checkpoint, dataset: Dataset, cfg: Mapping[str, Any]) -> IdTable:
-    """The IdTable over every item of ``dataset`` according to ``eval.ids``."""
+    """The IdTable over every item of ``dataset`` according to ``eval.ids``: the checkpoint's own table, or new IDs
+    named the way the checkpoint's recommender was trained to read them (its generator, or the fixed title rule)."""
     how = eval_settings(cfg)["ids"]
     table = ckpt.idtable
     covered = table is not None and all(k in table.ids for k in dataset.items)
@@ -138,6 +140,15 @@ def dataset_ids(ckpt: Checkpoint, dataset: Dataset, cfg: Mapping[str, Any]) -> I
             raise DataError(ckpt.path / "idtable.tsv", None, f"{len(missing)} items of {dataset.name!r} have no ID, e.g. {missing[:5]}")
         log.info("%s: %d item IDs from the checkpoint's ID table", dataset.name, len(dataset.items))
         return IdTable({k: table.ids[k] for k in dataset.items}, table.version)
+    scheme = (ckpt.config.get("ids") or {}).get("scheme", "idgenrec")
+    if scheme == "title":  # a fixed rule of the item text: it names unseen items as it named the training items
+        from idgen.schemes import build_idtable
+
+        log.info("%s: naming %d items by the title scheme the checkpoint was trained with", dataset.name, len(dataset.items))
+        return build_idtable(scheme, dataset, ckpt.config.get("ids"))
+    if scheme != "idgenrec":
+        raise DataError(ckpt.path / "config.yaml", None, f"ids.scheme={scheme!r} IDs are built from a dataset's "
+                        f"interactions, so they cannot name the {len(dataset.items)} unseen items of {dataset.name!r}")
     log.info("%s: naming %d items with the checkpoint's generator", dataset.name, len(dataset.items))
     return generate_item_ids(ckpt, {k: it.text for k, it in dataset.items.items()}, cfg)
 
@@ -184,8 +195,16 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
     Users are sharded over ranks (``genrec.dist``); the result holds ``users``, the number of users counted. With
     ``prompt.user_ids`` on, ``generator`` names every prompt's user from that prompt's history (never its target).
     """
-    from genrec.decoding import rank_prompts
     from genrec.metrics import hr_ndcg
+
+    samples, rankings = rank_samples(model, tokenizer, idtable, dataset, split, cfg, progress, generator)
+    return {"users": len(samples), **hr_ndcg(rankings, [s.target for s in samples], eval_settings(cfg)["ks"])}
+
+
+def rank_samples(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, cfg: Mapping[str, Any] | None = None,
+                 progress: bool = True, generator=None) -> tuple[list[Sample], list[list[str]]]:
+    """The samples :func:`evaluate` scores and each one's top ``max(eval.ks)`` item keys, on every rank."""
+    from genrec.decoding import rank_prompts
     from genrec.prompts import PromptBuilder
     from genrec.trie import PrefixTrie
 
@@ -223,8 +242,7 @@ def evaluate(model, tokenizer, idtable: IdTable, dataset: Dataset, split: str, c
     by_index = dict(gathered)
     if len(gathered) != len(samples) or len(by_index) != len(samples):
         raise RuntimeError(f"gathered {len(gathered)} rankings ({len(by_index)} users) for {len(samples)} users")
-    rankings = [[key for key, _ in by_index[i]] for i in range(len(samples))]
-    return {"users": len(samples), **hr_ndcg(rankings, [s.target for s in samples], settings["ks"])}
+    return samples, [[key for key, _ in by_index[i]] for i in range(len(samples))]
 
 
 def shard(order: Sequence[int], rank: int, world: int) -> list[int]:
