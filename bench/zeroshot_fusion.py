@@ -92,7 +92,7 @@ def pretrain_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def zero_shot_rows(export: Path, unseen: dict[str, Any], cfg_eval: dict[str, Any], times: dict[str, float]) -> list[dict[str, Any]]:
-    from zeroshot.harness import dataset_ids, evaluate, load_checkpoint, popularity_metrics
+    from zeroshot.harness import dataset_ids, evaluate, id_scheme, load_checkpoint, popularity_metrics
 
     ckpt = load_checkpoint(export)
     cfg = {**ckpt.config, "eval": {**(ckpt.config.get("eval") or {}), **cfg_eval}}
@@ -102,7 +102,7 @@ def zero_shot_rows(export: Path, unseen: dict[str, Any], cfg_eval: dict[str, Any
             table = dataset_ids(ckpt, scored, cfg)
         with timed(f"zero-shot {name}", times):
             metrics = evaluate(ckpt.recommender, ckpt.tokenizer, table, scored, "test", cfg)
-        scheme = (ckpt.config.get("ids") or {}).get("scheme", "idgenrec")
+        scheme = id_scheme(ckpt)
         method = "IDGenRec zero-shot" if scheme == "idgenrec" else f"T5 zero-shot, {scheme} IDs"
         rows.append({"method": method, "dataset": name, **metrics})
         # fitted on all of the dataset's training targets, ranking the same catalogue, scoring the same users

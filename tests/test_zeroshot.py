@@ -315,11 +315,13 @@ def test_a_title_scheme_checkpoint_names_unseen_items_by_the_title_rule(export_d
     ``ids.title_words``), not by a generator it never trained with; interaction-built P5-SID IDs cannot name unseen
     items, and say so."""
     from idgen.schemes import title_table as title_rule
-    from zeroshot.harness import dataset_ids, load_checkpoint
+    from zeroshot.harness import dataset_ids, id_scheme, load_checkpoint
 
     ckpt = load_checkpoint(export_dir)
+    assert id_scheme(ckpt) == "idgenrec"
     ckpt.generator = None  # the title rule must not need one
     ckpt.config = {**ckpt.config, "ids": {"scheme": "title", "title_words": 3}}
+    assert id_scheme(ckpt) == "title"
     table = dataset_ids(ckpt, synth_dataset, {"eval": {"ids": "generate"}})
     assert table.ids == title_rule(synth_dataset.items, max_words=3).ids
     assert max(len(i.split()) for i in table.ids.values()) <= 4  # three words, plus a counter on a duplicate

@@ -66,7 +66,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     from genrec import dist
     from genrec.config import merge
     from genrec.dataset import Dataset
-    from zeroshot.harness import (dataset_ids, eval_settings, evaluate, format_table, load_checkpoint,
+    from zeroshot.harness import (dataset_ids, eval_settings, evaluate, format_table, id_scheme, load_checkpoint,
                                   metric_names, popularity_metrics, write_results)
 
     overrides = checked_overrides(args.overrides)
@@ -82,7 +82,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     for ds in datasets:
         table = dataset_ids(ckpt, ds, cfg)
         metrics = evaluate(ckpt.recommender, ckpt.tokenizer, table, ds, args.split, cfg, generator=ckpt.generator)
-        rows.append({"method": "idgenrec", "dataset": ds.name, **metrics})
+        rows.append({"method": id_scheme(ckpt), "dataset": ds.name, **metrics})  # idgenrec, or a fixed ID scheme
         if dist.is_main():  # the reference a zero-shot number needs: popularity fitted on the dataset's training split
             rows.append({"method": "popularity", "dataset": ds.name, **popularity_metrics(ds, args.split, cfg)})
     if dist.is_main():

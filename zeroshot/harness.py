@@ -126,6 +126,11 @@ def generate_item_ids(ckpt: Checkpoint, items: Mapping[str, str], cfg: Mapping[s
     return dist.broadcast_object(table)
 
 
+def id_scheme(ckpt: Checkpoint) -> str:
+    """The ID scheme the checkpoint's recommender was trained on (``ids.scheme``): idgenrec, title or p5sid."""
+    return (ckpt.config.get("ids") or {}).get("scheme", "idgenrec")
+
+
 def dataset_ids(ckpt: Checkpoint, dataset: Dataset, cfg: Mapping[str, Any]) -> IdTable:
     """The IdTable over every item of ``dataset`` according to ``eval.ids``: the checkpoint's own table, or new IDs
     named the way the checkpoint's recommender was trained to read them (its generator, or the fixed title rule)."""
@@ -140,7 +145,7 @@ def dataset_ids(ckpt: Checkpoint, dataset: Dataset, cfg: Mapping[str, Any]) -> I
             raise DataError(ckpt.path / "idtable.tsv", None, f"{len(missing)} items of {dataset.name!r} have no ID, e.g. {missing[:5]}")
         log.info("%s: %d item IDs from the checkpoint's ID table", dataset.name, len(dataset.items))
         return IdTable({k: table.ids[k] for k in dataset.items}, table.version)
-    scheme = (ckpt.config.get("ids") or {}).get("scheme", "idgenrec")
+    scheme = id_scheme(ckpt)
     if scheme == "title":  # a fixed rule of the item text: it names unseen items as it named the training items
         from idgen.schemes import build_idtable
 
