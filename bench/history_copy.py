@@ -25,21 +25,20 @@ from genrec.io import atomic_write
 from genrec.metrics import hr_ndcg
 from idgen.idtable import IdTable
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def id_words(table: IdTable, key: str) -> set[str]:
-    """The words of ``key``'s ID, counters (numbers) dropped."""
-    return {w for w in table.ids[key].split() if not w.isdigit()}
+from id_overlap import id_word_set  # noqa: E402  (the same words, counters dropped, as the overlap rule)
 
 
 def copy_shares(table: IdTable, histories: list[tuple[str, ...]], lists: list[list[str]]) -> dict[str, float]:
     """Share of listed items whose ID shares a word with the history's IDs, and whose first word begins one of them."""
     shared = first = total = 0
     for history, items in zip(histories, lists):
-        words = set().union(*(id_words(table, h) for h in history))
+        words = set().union(*(id_word_set(table.ids[h]) for h in history))
         firsts = {table.ids[h].split()[0] for h in history}
         for item in items:
             total += 1
-            shared += bool(id_words(table, item) & words)
+            shared += bool(id_word_set(table.ids[item]) & words)
             first += table.ids[item].split()[0] in firsts
     return {"shares_a_history_word": shared / max(total, 1), "first_word_starts_a_history_id": first / max(total, 1)}
 

@@ -28,11 +28,16 @@ from idgen.idtable import IdTable
 from idgen.warmstart import fields_of
 
 
+def id_word_set(tid: str) -> set[str]:
+    """The distinct words of a textual ID, numbers (Algorithm 1's last-resort counters) dropped."""
+    return {w for w in tid.split() if not w.isdigit()}
+
+
 def id_words(table: IdTable, keys: dict[str, str], max_items: int) -> dict[str, tuple[str, ...]]:
     """Dataset item key -> the distinct words of its ID, sorted so that scoring visits candidates (and draws their
-    random tie-breaks) in the same order in every process (numbers dropped; words of more than ``max_items`` items
-    too, if > 0)."""
-    words = {k: sorted({w for w in table.ids[tk].split() if not w.isdigit()}) for k, tk in keys.items()}
+    random tie-breaks) in the same order in every process (words of more than ``max_items`` items dropped too, if
+    > 0)."""
+    words = {k: sorted(id_word_set(table.ids[tk])) for k, tk in keys.items()}
     if max_items > 0:
         df = collections.Counter(w for ws in words.values() for w in ws)
         words = {k: [w for w in ws if df[w] <= max_items] for k, ws in words.items()}
