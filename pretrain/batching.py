@@ -14,7 +14,7 @@ import random
 import zlib
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -34,14 +34,108 @@ class Example:
     labels: list[int]  # target ID tokens + EOS
 
 
+@dataclass(frozen=True)
+class CopyRelabel:
+    """Copy relabelling (``train.copy_relabel``), a training-time augmentation of the recommender stage.
+
+    A recommender trained on one set of IDs learns which known ID follows which; what transfers to the IDs of an
+    unseen domain is an operation on the prompt, "the next ID reuses a word of the history" (the brand, the product
+    line), and memorising the source domains' transitions does not teach it (``bench/history_copy.py``). With
+    probability ``prob`` each word of a sample's target ID that also occurs in its history's IDs is replaced, in every
+    history span and in the target, by a made-up word (one consistent mapping per sample), so it can only be predicted
+    by copying it from the prompt. The made-up words are pieces of the vocabulary glued together and spelt again by
+    the tokenizer, so they come out in the short fragments an unseen domain's words are cut into (a Beauty brand in a
+    Sports + Phones tokenizer: "rosemary" -> "▁", "rose", "m", "ary"), not as the one known piece the source
+    domains' own words are. Only words of letters are relabelled (numbers and counters stay); template text,
+    user IDs and EOS are never touched; a relabelled prompt may be a few tokens longer. Evaluation and the generator
+    stage never relabel."""
+
+    prob: float
+    word_start: frozenset[int]  # pieces that begin a word ("▁lip", "▁")
+    letters: frozenset[int]  # pieces of letters, with or without the word mark, and the bare mark
+    mark: int | None  # the bare word mark "▁" (SentencePiece's start of a word it spells in pieces)
+    bank: tuple[tuple[int, ...], ...]  # made-up lowercase words as the tokenizer spells them
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, prob: float, bank_size: int = 20_000, seed: int = 0) -> CopyRelabel:
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"train.copy_relabel must be a probability in [0, 1], got {prob}")
+        special = set(tokenizer.all_special_ids)
+        word_start, letters, fragments, mark = set(), set(), [], None
+        for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+            if i in special or not piece:
+                continue
+            text = piece[1:] if piece.startswith("▁") else piece
+            if piece.startswith("▁"):
+                word_start.add(i)
+            if piece == "▁":
+                mark = i
+            if text == "" or text.isalpha():
+                letters.add(i)
+                if text.islower():
+                    fragments.append(text)
+        if not fragments:
+            raise ValueError("train.copy_relabel: the tokenizer has no pieces of lowercase letters")
+        rng = random.Random(seed)
+        made_up = sorted({"".join(rng.choice(fragments) for _ in range(rng.randint(1, 3))) for _ in range(bank_size)})
+        bank = [tuple(ids) for ids in tokenizer(made_up, add_special_tokens=False)["input_ids"]]
+        return cls(prob, frozenset(word_start), frozenset(letters), mark,
+                   tuple(w for w in bank if w and w[0] in word_start and all(t in letters for t in w)))
+
+    def words(self, tokens: Sequence[int]) -> list[tuple[int, ...]]:
+        """``tokens`` cut into words, each a word-start piece and the pieces that continue it."""
+        out: list[list[int]] = []
+        for t in tokens:
+            if t in self.word_start or not out:
+                out.append([])
+            out[-1].append(t)
+        return [tuple(w) for w in out]
+
+    def relabels(self, word: tuple[int, ...]) -> bool:
+        """A word of letters (not a bare word mark)."""
+        return all(t in self.letters for t in word) and word != (self.mark,)
+
+    def __call__(self, ex: Example, rng: random.Random) -> Example:
+        if rng.random() >= self.prob:
+            return ex
+        history = [self.words(ex.input_ids[s:e]) for s, e in ex.spans]
+        seen = {w for ws in history for w in ws}
+        target = self.words(ex.labels[:-1])
+        mapping: dict[tuple[int, ...], tuple[int, ...]] = {}
+        for w in target:
+            if w in seen and w not in mapping and self.relabels(w):
+                for _ in range(8):  # a made-up word that is not already in the sample, so the words stay distinct
+                    new = rng.choice(self.bank)
+                    if new not in seen and new not in mapping.values():
+                        mapping[w] = new
+                        break
+        if not mapping:
+            return ex
+        input_ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        done = 0
+        for (s, e), ws in zip(ex.spans, history):
+            input_ids += ex.input_ids[done:s]
+            start = len(input_ids)
+            for w in ws:
+                input_ids += mapping.get(w, w)
+            spans.append((start, len(input_ids)))
+            done = e
+        input_ids += ex.input_ids[done:]
+        labels = [t for w in target for t in mapping.get(w, w)] + ex.labels[-1:]
+        return Example(input_ids, spans, ex.items, labels)
+
+
 class Renderer:
     """Sample -> Example with one IdTable's token IDs (``IdTable.token_ids``) and optional user ID tokens (by
-    ``idgen.userids.history_key`` of the sample's history)."""
+    ``idgen.userids.history_key`` of the sample's history); ``relabel`` applies to training renders only."""
 
-    def __init__(self, builder: PromptBuilder, id_tokens: dict[str, list[int]], user_tokens: dict[str, list[int]] | None = None):
+    def __init__(self, builder: PromptBuilder, id_tokens: dict[str, list[int]], user_tokens: dict[str, list[int]] | None = None,
+                 relabel: CopyRelabel | None = None):
         self.builder = builder
         self.id_tokens = id_tokens
         self.user_tokens = user_tokens
+        self.relabel = relabel
         self.eos = builder.eos
 
     @property
@@ -57,21 +151,27 @@ class Renderer:
 
 @dataclass(frozen=True)
 class RenderTransform:
-    """Sample -> Example with the template chosen by a hash of (seed, epoch, sample): the same in any process."""
+    """Sample -> Example with the template (and, in training, the renderer's copy relabelling) drawn from a hash of
+    (seed, epoch, sample): the same in any process."""
 
     render: Renderer
     seed: int
     epoch: int
     train: bool = True
 
+    def _key(self, sample: Sample) -> str:
+        return f"{self.seed}/{self.epoch}/{sample.user}/{len(sample.history)}/{sample.target}"
+
     def template(self, sample: Sample) -> int:
         if not self.train:
             return 0
-        key = f"{self.seed}/{self.epoch}/{sample.user}/{len(sample.history)}/{sample.target}"
-        return zlib.crc32(key.encode()) % self.render.n_templates
+        return zlib.crc32(self._key(sample).encode()) % self.render.n_templates
 
     def __call__(self, sample: Sample) -> Example:
-        return self.render(sample, self.template(sample))
+        ex = self.render(sample, self.template(sample))
+        if self.train and self.render.relabel is not None:
+            ex = self.render.relabel(ex, random.Random(f"relabel/{self._key(sample)}"))
+        return ex
 
 
 @dataclass(frozen=True)

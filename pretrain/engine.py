@@ -85,7 +85,7 @@ from idgen.idtable import IdTable
 from idgen.softid import SoftIdConfig, soft_prompt_embeds
 
 from . import checkpoint
-from .batching import EpochBatches, ItemTextBudget, Renderer, collate, collate_generator
+from .batching import CopyRelabel, EpochBatches, ItemTextBudget, Renderer, collate, collate_generator
 from .dsconfig import resolve
 from .optim import LrSchedule, param_groups
 
@@ -236,7 +236,8 @@ class Trainer:
         with deepspeed.zero.GatheredParameters([weight]):
             return weight.detach().clone()
 
-    def _renderer(self) -> Renderer:
+    def _renderer(self, kind: str) -> Renderer:
+        """The current IDs' renderer; the recommender stage's also relabels for copying (``train.copy_relabel``)."""
         if userids.enabled(self.cfg) and self.user_tokens is None:
             path = self.state.get("train_user_ids")
             if path is None:  # named when a stage starts after the generator changed; the checkpoint keeps the
@@ -248,7 +249,9 @@ class Trainer:
             else:
                 ids = IdTable.load(self.out / path).ids
             self.user_tokens = userids.prompt_user_tokens(ids, self.tokenizer)
-        return Renderer(self.builder, self.idtable.token_ids(self.tokenizer), self.user_tokens)
+        prob = float(self.train_cfg.get("copy_relabel", 0.0) or 0.0)
+        relabel = CopyRelabel.from_tokenizer(self.tokenizer, prob) if kind == REC and prob else None
+        return Renderer(self.builder, self.idtable.token_ids(self.tokenizer), self.user_tokens, relabel)
 
     def _text_tokens(self) -> dict[str, list[int]]:
         if self.text_tokens is None:
@@ -356,7 +359,7 @@ class Trainer:
         stage's earlier epochs) goes into mid-epoch checkpoints."""
         t = self.train_cfg
         engine = self.engines[REC if kind == LM else kind]
-        renderer = None if kind == LM else self._renderer()
+        renderer = None if kind == LM else self._renderer(kind)
         rec_frozen = kind == GEN
         self.engines[REC].module.requires_grad_(not rec_frozen)
         if rec_frozen:
@@ -468,7 +471,7 @@ class Trainer:
             return
         # batches per epoch (the stage's first epoch; ranks stop with the first to run out) x epochs, in optimizer
         # steps; unknown for a streaming source, whose schedule then follows the stage's time cap alone
-        renderer = None if kind == LM else self._renderer()
+        renderer = None if kind == LM else self._renderer(kind)
         per_epoch = self._epoch_steps(self._batches(stage_index, 0, kind, renderer), self.train_cfg.get("max_steps_per_epoch"))
         self.stage["counted"] = {0: per_epoch}  # the progress bar of epoch 0 reuses it (counting renders the epoch)
         if per_epoch is not None:

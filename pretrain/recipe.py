@@ -36,6 +36,9 @@ class TrainSettings:
     generator_max_tokens: int | None = 32768  # generator stage: padded item-text tokens per batch (distinct history
     # items * their longest text, pretrain.batching.ItemTextBudget); bounds the soft-ID pass's memory (null: none)
     chunk_size: int = 4096  # samples rendered and length-sorted together
+    copy_relabel: float = 0.0  # recommender stage: probability that a sample's target-ID tokens shared with its
+    # history are relabelled to random vocabulary pieces (pretrain.batching.CopyRelabel), so they can only be
+    # predicted by copying: teaches "reuse a history word" for zero-shot transfer (0: off, the paper's training)
     max_steps_per_epoch: int | None = None  # cap on the optimizer steps of an epoch (null: the whole epoch)
     checkpoint_every: int = 0  # optimizer steps (0: only at stage ends and on signals)
     log_every: int = 20  # steps between loss / throughput logs

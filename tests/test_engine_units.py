@@ -9,8 +9,8 @@ import torch
 from genrec.io import DataError
 from genrec.prompts import PromptBuilder
 from idgen.idtable import IdTable
-from pretrain.batching import (EpochBatches, ItemTextBudget, Renderer, RenderTransform, collate, collate_generator,
-                               token_budget_batches)
+from pretrain.batching import (CopyRelabel, EpochBatches, Example, ItemTextBudget, Renderer, RenderTransform, collate,
+                               collate_generator, token_budget_batches)
 from pretrain.dsconfig import resolve
 from pretrain.engine import GEN, REC, schedule
 from pretrain.sources import LeaveOneOutSource
@@ -130,6 +130,73 @@ def test_render_transform_depends_only_on_the_sample(synth_dataset, renderer):
     assert len(set(templates)) == renderer.n_templates  # every template is used
     assert templates != [RenderTransform(renderer, 3, 2).template(s) for s in samples]  # redrawn per epoch
     assert {RenderTransform(renderer, 3, 1, train=False).template(s) for s in samples} == {0}
+
+
+def _copy_example(tokenizer, history: list[str], target: str) -> Example:
+    builder = PromptBuilder(tokenizer, max_length=96)
+    enc = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in history]
+    prompt = builder.build(enc, template=1)
+    items = tuple(f"i{j}" for j in range(len(history)))
+    return Example(prompt.input_ids, prompt.item_spans, items, [*tokenizer(target, add_special_tokens=False)["input_ids"], builder.eos])
+
+
+def test_copy_relabel_replaces_shared_target_words_consistently_and_nothing_else(tokenizer):
+    """train.copy_relabel: each word of the target that occurs in the history's IDs becomes one made-up word (as the
+    tokenizer spells it), the same in every history span and in the target; template text, the target's other words,
+    numbers, EOS and the items stay, and the spans cover the relabelled IDs."""
+    relabel = CopyRelabel.from_tokenizer(tokenizer, 1.0)
+    assert len(relabel.bank) > 1000 and all(w[0] in relabel.word_start for w in relabel.bank)
+    history = ["acme red lamp 2", "zenith blue sofa", "acme blue chair 2"]
+    ex = _copy_example(tokenizer, history, "acme green lamp 2")
+    shared = {"acme", "lamp"}  # "2" is shared too, but a number: kept
+    decode = tokenizer.decode
+    outs = [relabel(ex, random.Random(seed)) for seed in range(20)]
+    for out in outs:
+        assert out.items == ex.items and out.labels[-1] == ex.labels[-1]
+        assert out.input_ids[:ex.spans[0][0]] == ex.input_ids[:ex.spans[0][0]]  # the template before the history
+        assert out.input_ids[out.spans[-1][1]:] == ex.input_ids[ex.spans[-1][1]:]  # ... and after it
+        ids = [decode(out.input_ids[s:e]).split() for s, e in out.spans]
+        target = decode(out.labels[:-1]).split()
+        new = {w: n for w, n in zip("acme green lamp 2".split(), target)}
+        assert new["green"] == "green" and new["2"] == "2"
+        assert all(new[w] != w for w in shared) and new["acme"] != new["lamp"]
+        for before, after in zip(history, ids):
+            assert after == [new.get(w, w) if w in shared else w for w in before.split()]  # consistent, and only shared
+    assert len({decode(o.labels[:-1]) for o in outs}) >= 15  # a fresh made-up word per draw
+    assert relabel(ex, random.Random(0)) == relabel(ex, random.Random(0))
+    assert CopyRelabel.from_tokenizer(tokenizer, 0.0)(ex, random.Random(0)) is ex
+    unshared = _copy_example(tokenizer, ["zenith blue sofa 2"], "acme red lamp 2")
+    assert relabel(unshared, random.Random(0)) == unshared
+    with pytest.raises(ValueError, match="copy_relabel"):
+        CopyRelabel.from_tokenizer(tokenizer, 1.5)
+
+
+def test_copy_relabel_applies_to_training_renders_only_and_depends_only_on_the_sample(synth_dataset, renderer):
+    samples = LeaveOneOutSource(synth_dataset).samples[:300]
+    relabelled = Renderer(renderer.builder, renderer.id_tokens, relabel=CopyRelabel.from_tokenizer(renderer.builder.tokenizer, 0.5))
+    train = RenderTransform(relabelled, seed=3, epoch=1)
+    plain = [RenderTransform(renderer, 3, 1)(s) for s in samples]
+    out = [train(s) for s in samples]
+    assert out == [RenderTransform(relabelled, 3, 1)(s) for s in reversed(samples)][::-1]  # order-free
+    differ = sum(a != b for a, b in zip(out, plain))
+    assert 0 < differ < len(samples)  # about half of the samples that share a word with their history
+    assert [RenderTransform(relabelled, 3, 1, train=False)(s) for s in samples] == [
+        RenderTransform(renderer, 3, 1, train=False)(s) for s in samples]  # evaluation never relabels
+    assert out != [RenderTransform(relabelled, 3, 2)(s) for s in samples]  # redrawn per epoch
+
+
+def test_trainer_relabels_in_the_recommender_stage_only(tmp_path, synth_dataset, tokenizer):
+    from pretrain.engine import Trainer
+
+    table = IdTable({k: f"{it.text.split()[1]} {i}" for i, (k, it) in enumerate(synth_dataset.items.items())})
+    trainer = Trainer({"train": {"copy_relabel": 0.5}}, object(), tmp_path, tokenizer=tokenizer)
+    trainer.builder, trainer.idtable = PromptBuilder(tokenizer, max_length=96), table
+    assert trainer._renderer(REC).relabel.prob == 0.5 and trainer._renderer(GEN).relabel is None
+    trainer.train_cfg = {}
+    assert trainer._renderer(REC).relabel is None  # off by default: the paper's training
+    trainer.train_cfg = {"copy_relabel": -0.1}
+    with pytest.raises(ValueError, match="copy_relabel"):
+        trainer._renderer(REC)
 
 
 def test_epoch_batches_resume_mid_epoch(synth_dataset, renderer):
