@@ -79,7 +79,7 @@ def flops_per_token(trainer, kind: str, batches: int = 3) -> float:
 
     from pretrain.batching import EpochBatches, collate
 
-    render = trainer._renderer()
+    render = trainer._renderer(kind)
     batches_it = iter(EpochBatches(trainer.source, render, 0, 0, 1, 0, 512, trainer.train_cfg["max_tokens"], trainer.train_cfg["max_batch"]))
     engine_model = trainer.engines[kind].module
     model = type(engine_model)(engine_model.config)  # a plain copy: backward outside DeepSpeed's gradient hooks
