@@ -76,7 +76,7 @@ from tqdm import tqdm
 from genrec import dist, stop
 from genrec.config import merge
 from genrec.dataset import Dataset
-from genrec.io import atomic_write
+from genrec.io import atomic_write, write_json
 from genrec.modeling import load_t5, model_from_config
 from genrec.precision import autocast, from_config
 from genrec.prompts import PromptBuilder
@@ -147,6 +147,8 @@ class Trainer:
             tokenizer = load_tokenizer(cfg["tokenizer"]["path"])
         self.tokenizer = tokenizer
         self.train_cfg = cfg.get("train", {})
+        prob = float(self.train_cfg.get("copy_relabel", 0.0) or 0.0)  # built once: its made-up words cost ~0.5 s
+        self.copy_relabel = CopyRelabel.from_tokenizer(tokenizer, prob) if prob else None
         self.seed = int(cfg.get("seed", 0))
         self.softid = SoftIdConfig.from_dict(cfg.get("softid"))
         self.lm_only = [k for _, k in schedule(cfg)][:1] == [LM]  # language pretraining: one engine, no IDs
@@ -249,9 +251,8 @@ class Trainer:
             else:
                 ids = IdTable.load(self.out / path).ids
             self.user_tokens = userids.prompt_user_tokens(ids, self.tokenizer)
-        prob = float(self.train_cfg.get("copy_relabel", 0.0) or 0.0)
-        relabel = CopyRelabel.from_tokenizer(self.tokenizer, prob) if kind == REC and prob else None
-        return Renderer(self.builder, self.idtable.token_ids(self.tokenizer), self.user_tokens, relabel)
+        return Renderer(self.builder, self.idtable.token_ids(self.tokenizer), self.user_tokens,
+                        self.copy_relabel if kind == REC else None)
 
     def _text_tokens(self) -> dict[str, list[int]]:
         if self.text_tokens is None:
@@ -786,8 +787,7 @@ class Trainer:
         summary["phase_seconds"] = self.state.get("phases", [])  # [name, seconds] in the order they ran
         summary["wall_seconds"] = seconds
         if dist.is_main():
-            with atomic_write(self.out / "summary.json") as f:
-                json.dump(summary, f, indent=2)
+            write_json(self.out / "summary.json", summary)
             if self._writer is not None:
                 self._writer.close()
         return summary

@@ -189,14 +189,16 @@ def test_trainer_relabels_in_the_recommender_stage_only(tmp_path, synth_dataset,
     from pretrain.engine import Trainer
 
     table = IdTable({k: f"{it.text.split()[1]} {i}" for i, (k, it) in enumerate(synth_dataset.items.items())})
-    trainer = Trainer({"train": {"copy_relabel": 0.5}}, object(), tmp_path, tokenizer=tokenizer)
-    trainer.builder, trainer.idtable = PromptBuilder(tokenizer, max_length=96), table
-    assert trainer._renderer(REC).relabel.prob == 0.5 and trainer._renderer(GEN).relabel is None
-    trainer.train_cfg = {}
-    assert trainer._renderer(REC).relabel is None  # off by default: the paper's training
-    trainer.train_cfg = {"copy_relabel": -0.1}
+    def trainer(train: dict) -> Trainer:
+        made = Trainer({"train": train}, object(), tmp_path, tokenizer=tokenizer)
+        made.builder, made.idtable = PromptBuilder(tokenizer, max_length=96), table
+        return made
+
+    relabelling = trainer({"copy_relabel": 0.5})
+    assert relabelling._renderer(REC).relabel.prob == 0.5 and relabelling._renderer(GEN).relabel is None
+    assert trainer({})._renderer(REC).relabel is None  # off by default: the paper's training
     with pytest.raises(ValueError, match="copy_relabel"):
-        trainer._renderer(REC)
+        trainer({"copy_relabel": -0.1})._renderer(REC)  # checked when the trainer is made, before any work
 
 
 def test_epoch_batches_resume_mid_epoch(synth_dataset, renderer):
