@@ -14,7 +14,6 @@ JSON (``bench/out/eval_throughput.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from tqdm import tqdm
 from genrec import dist
 from genrec.dataset import Dataset
 from genrec.decoding import rank_prompts
-from genrec.io import atomic_write
+from genrec.io import write_json
 from genrec.modeling import build_t5
 from genrec.prompts import PromptBuilder, template_words
 from genrec.splits import leave_one_out
@@ -177,8 +176,7 @@ def main() -> None:
         print(f"{name:<38} {args.rounds * len(prompts):>6} {rates[w]:>10.2f} {rates[w] / hf_rate:>6.1f}x")
     print(f"top-{args.k} identical for {identical}/{n_hf} users; {args.rounds} alternating rounds; device {res['device']}")
     print(f"trie: {len(trie)} items, {trie.num_nodes} nodes, depth {trie.max_depth}, built in {build_s:.2f}s; fallback IDs {res['fallback_ids']}")
-    with atomic_write(args.out) as f:
-        json.dump(res, f, indent=2)
+    write_json(args.out, res)
 
 
 if __name__ == "__main__":

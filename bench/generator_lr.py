@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shlex
 import sys
 import time
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from genrec.dataset import Dataset
-    from genrec.io import atomic_write
+    from genrec.io import write_json
 
     torch.set_num_threads(args.threads)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -99,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "generator_minutes": args.gen_minutes, "recommender_minutes": args.rec_minutes, "valid_users": args.valid_users,
         "before": rows[0].get("initial_valid"), "rows": rows,
     }
-    with atomic_write(args.out) as f:
-        json.dump(record, f, indent=2)
+    write_json(args.out, record)
     before = record["before"] or {}
     print(f"before: valid NDCG@10 {before.get('NDCG@10', float('nan')):.4f}")
     print(f"{'generator lr':>12} {'churn':>7} {'NDCG@10 after gen':>18} {'after rec':>10}")

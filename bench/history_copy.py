@@ -14,14 +14,13 @@ domain (docs/results.md, zero-shot with title IDs).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 from pathlib import Path
 
 from genrec.dataset import Dataset
-from genrec.io import atomic_write
+from genrec.io import write_json
 from genrec.metrics import hr_ndcg
 from idgen.idtable import IdTable
 
@@ -89,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         result = {"checkpoint": str(args.checkpoint), "data": str(args.data), "users": len(samples), "k": args.k,
                   "metrics": metrics, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
-        with atomic_write(args.out) as f:
-            json.dump(result, f, indent=2)
+        write_json(args.out, result)
         print(f"results -> {args.out}")
     return 0
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import random
 import sys
 import time
 from pathlib import Path
 
 from genrec.dataset import Dataset
-from genrec.io import DataError, atomic_write
+from genrec.io import DataError, write_json
 from genrec.metrics import hr_ndcg
 from genrec.splits import leave_one_out
 from idgen.idtable import IdTable
@@ -105,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         result["brand_continuity"] = brand_continuity(dataset)
         print(f"test item's brand in the history: {result['brand_continuity']:.1%} of {len(dataset.users)} users")
     if args.out:
-        with atomic_write(args.out) as f:
-            json.dump(result, f, indent=2)
+        write_json(args.out, result)
         print(f"results -> {args.out}")
     return 0
 

@@ -12,7 +12,6 @@ Prints items/s and ratios, checks every table is unique and non-empty and that (
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from genrec.dataset import read_item_text
-from genrec.io import atomic_write
+from genrec.io import write_json
 from genrec.modeling import load_t5
 from idgen import dbs
 from idgen import IdGenConfig, IdTable
@@ -141,8 +140,7 @@ def main() -> None:
     }
     print(f"(b)/(a) = {result['b_over_a']:.1f}x   (c)/(b) = {result['c_over_b']:.2f} "
           f"({result['c_with_startup_over_b']:.2f} with the start-up)   (b) == (c): {result['b_equals_c']}")
-    with atomic_write(args.out) as f:
-        json.dump(result, f, indent=2)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

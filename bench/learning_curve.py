@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from genrec.dataset import Dataset
-    from genrec.io import atomic_write
+    from genrec.io import write_json
 
     torch.set_num_threads(args.threads)
     run_name = args.method + (f"-{args.tag}" if args.tag else "")
@@ -238,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         **result, "popularity": popularity_levels(dataset, args.valid_users),
     }
     out = args.out_dir / f"learning-curve-{name}-{run_name}.json"
-    with atomic_write(out) as f:
-        json.dump(record, f, indent=2, default=str)
+    write_json(out, record, default=str)
     figure = plot(args.out_dir, name)
     best = max(record["points"], key=lambda q: q["valid"].get("NDCG@10", 0.0)) if record["points"] else None
     print(f"{run_name}: {record['train_minutes']:.1f} training minutes, {len(record['points'])} points"

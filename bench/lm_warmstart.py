@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec.dataset import read_item_text
-from genrec.io import atomic_write
+from genrec.io import write_json
 from genrec.modeling import load_t5
 from idgen import IdGenConfig
 from idgen.algorithm import ClaimBook, chunks, generate_ids, normalize, propose
@@ -132,8 +132,7 @@ def main() -> None:
             name, model, cfg = (f"random init, time-matched (+{extra} steps)", fresh,
                                 WarmstartConfig(**{**warm.__dict__, "steps": args.steps + extra}))
         result["arms"].append(arm(name, model(), tok, items, cfg, idgen, args.full))
-        with atomic_write(args.out) as f:  # after every arm, so a long run leaves what it measured
-            json.dump(result, f, indent=2)
+        write_json(args.out, result)  # after every arm, so a long run leaves what it measured
 
     print(f"{'arm':44s} {'steps':>6s} {'loss':>6s} {'1st-round unique %':>19s} {'words/ID':>9s} "
           f"{'top-1 distinct %':>17s}")

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from genrec.dataset import Dataset
-    from genrec.io import atomic_write
+    from genrec.io import write_json
 
     torch.set_num_threads(args.threads)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         **result,
     }
     out = args.out or DEFAULT_OUT / f"quality-{args.method}.json"
-    with atomic_write(out) as f:
-        json.dump(record, f, indent=2, default=str)
+    write_json(out, record, default=str)
     rows, notes = collect(out.parent)
     print(f"\n{dataset.name}: {len(dataset.items):,} items ranked, test split; this run: {args.method} -> {out}")
     print(table(rows, notes))

@@ -233,14 +233,13 @@ def main() -> None:
         frac = f"{r['fraction_of_peak']:8.1%}" if r["fraction_of_peak"] else f"{'-':>8}"
         print(f"{r['run']:36} {r['t5']:>6} {r['denormals']:>9} {r['dropout']:7.2f} {r['precision']:>9} {r['samples_per_s']:10.1f} {r['ratio']:6.2f} {r['tokens_per_s']:10.0f} {gf} {frac} "
               f"{r['peak_rss_gb']:7.2f}GB")
-    from genrec.io import atomic_write
+    from genrec.io import write_json
 
-    with atomic_write(args.out) as f:
-        json.dump({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": platform.processor() or platform.machine(),
-                   "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                   "matmul_peak_flops": peak, "model": str(args.init) if args.init else "genrec.modeling.TINY (d128, 2+2 layers)",
-                   "dropouts": args.dropouts, "denormals": args.denormals, "text_tokens": args.text_tokens,
-                   "generator_max_tokens": args.generator_max_tokens, "rows": rows}, f, indent=2)
+    write_json(args.out, {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": platform.processor() or platform.machine(),
+                          "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                          "matmul_peak_flops": peak, "model": str(args.init) if args.init else "genrec.modeling.TINY (d128, 2+2 layers)",
+                          "dropouts": args.dropouts, "denormals": args.denormals, "text_tokens": args.text_tokens,
+                          "generator_max_tokens": args.generator_max_tokens, "rows": rows})
     print(f"-> {args.out}")
 
 

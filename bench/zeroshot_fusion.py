@@ -163,11 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         "times_s": times,
         "wall_s": wall,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    from genrec.io import atomic_write
+    from genrec.io import write_json
 
-    with atomic_write(args.out) as f:
-        json.dump(result, f, indent=2)
+    write_json(args.out, result)
     print(f"results -> {args.out}")
     return 0
 

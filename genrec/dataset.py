@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import BadLines, DataError, atomic_write, read_lines
+from .io import BadLines, DataError, atomic_write, read_lines, write_json
 
 USER_FILE = "user_sequence.txt"
 ITEM_FILE = "item_plain_text.txt"
@@ -70,8 +70,7 @@ class Dataset:
         with atomic_write(out / USER_FILE) as f:
             for user, seq in self.users.items():
                 f.write(" ".join([user, *seq]) + "\n")
-        with atomic_write(out / STATS_FILE) as f:
-            json.dump({"name": self.name, **self.stats()}, f, indent=2)
+        write_json(out / STATS_FILE, {"name": self.name, **self.stats()})
 
     @classmethod
     def load(cls, path: str | Path, name: str | None = None, skip_bad_lines: bool = False) -> "Dataset":

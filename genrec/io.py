@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike, obj: Any, default: Callable[[Any], Any] | None = None) -> None:
+    """``obj`` as indented JSON at ``path``, written atomically (``default``: as in ``json.dump``)."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, default=default)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genrec.io import BadLines, DataError, atomic_write, read_lines
+from genrec.io import BadLines, DataError, atomic_write, read_lines, write_json
 
 HEADER = "# idgenrec idtable"
 
@@ -51,8 +51,7 @@ class IdTable:
             for key, tid in self.ids.items():
                 f.write(f"{key}\t{tid}\n")
         if self.report:
-            with atomic_write(path.with_suffix(".report.json")) as f:
-                json.dump({"version": self.version, **self.report}, f, indent=2)
+            write_json(path.with_suffix(".report.json"), {"version": self.version, **self.report})
 
     @classmethod
     def load(cls, path: str | Path) -> "IdTable":

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from genrec import dist
-from genrec.io import atomic_write
+from genrec.io import write_json
 from idgen.idtable import IdTable
 
 LATEST = "latest"
@@ -58,8 +58,7 @@ def save(run_dir: str | Path, engines: dict[str, Any], state: dict[str, Any], id
     if dist.is_main():
         if idtable is not None:  # language pretraining has none
             idtable.save(tmp / "idtable.tsv")
-        with atomic_write(tmp / "state.json") as f:
-            json.dump(state, f, indent=2)
+        write_json(tmp / "state.json", state)
         old = root / f".{LATEST}.old"
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from genrec.dataset import Dataset, Item
-from genrec.io import DataError, atomic_dir, atomic_write
+from genrec.io import DataError, atomic_dir, write_json
 from genrec.splits import Sample, leave_one_out
 
 from .shards import write_shards
@@ -109,8 +109,7 @@ def build_corpus(datasets: Mapping[str, Dataset], out: str | Path, max_users: in
         manifest = write_shards(samples, tmp / SHARDS_DIR, samples_per_shard, shard_multiple,
                                 meta={"split": "train", "max_history": max_history})
         info["shards"] = len(manifest["shards"])
-        with atomic_write(tmp / CORPUS_FILE) as f:
-            json.dump(info, f, indent=2)
+        write_json(tmp / CORPUS_FILE, info)
     return info
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from genrec.io import DataError, atomic_dir, atomic_write
+from genrec.io import DataError, atomic_dir, write_json
 from genrec.recipe import init_spec
 
 from .batching import IGNORE, Example, collate, token_budget_batches
@@ -197,8 +197,7 @@ def build_text_corpus(datasets: Mapping[str, "Dataset"], out: str | Path, cfg: L
                 if r.key in valid:
                     f.write(json.dumps({"key": r.key, "text": r.text, "dataset": r.dataset}, ensure_ascii=False) + "\n")
         info["shards"] = len(manifest["shards"])
-        with atomic_write(tmp / INFO_FILE) as f:
-            json.dump(info, f, indent=2)
+        write_json(tmp / INFO_FILE, info)
     return info
 
 

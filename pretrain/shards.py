@@ -41,7 +41,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from genrec.dataset import Dataset, Item
-from genrec.io import DataError, atomic_write
+from genrec.io import DataError, atomic_write, write_json
 from genrec.splits import Sample
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,7 @@ def write_shards(
         "shards": shards,
         **(meta or {}),
     }
-    with atomic_write(out / MANIFEST) as f:
-        json.dump(manifest, f, indent=2)
+    write_json(out / MANIFEST, manifest)
     return manifest
 
 

@@ -11,7 +11,6 @@ the forward passes run in ``train.precision`` (``genrec.precision``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ import yaml
 
 from genrec import dist, schema, stop
 from genrec.dataset import Dataset
-from genrec.io import DataError, atomic_write
+from genrec.io import DataError, write_json
 from genrec.precision import from_config
 from genrec.splits import Sample, leave_one_out
 from idgen import userids
@@ -274,5 +273,4 @@ def metric_names(ks: Sequence[int]) -> list[str]:
 
 def write_results(path: str | Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> None:
     """``{"rows": [...], **meta}`` as JSON, written atomically."""
-    with atomic_write(path) as f:
-        json.dump({**meta, "rows": list(rows)}, f, indent=2)
+    write_json(path, {**meta, "rows": list(rows)})
